@@ -1,0 +1,113 @@
+"""The ``msnewlesions`` command line: parse, call the library, report. No logic lives here.
+
+Every command is reachable in-process through :func:`main`, which returns the exit status: 0 on
+success, 1 for an error the user can fix (one line on stderr), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from msnewlesions.errors import MSNewLesionsError
+
+app = typer.Typer(
+    name="msnewlesions",
+    help="Find new multiple sclerosis lesions between a baseline and a follow-up FLAIR.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _commands() -> None:
+    """Find new multiple sclerosis lesions between a baseline and a follow-up FLAIR."""
+
+
+class SkullstripChoice(str, Enum):
+    fast = "fast"
+    accurate = "accurate"
+
+
+class DeviceChoice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("msnewlesions")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Say more about each step.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]
+
+
+@app.command()
+def preprocess(
+    baseline: Annotated[
+        Path, typer.Option("--baseline", help="Baseline FLAIR: NIfTI file or DICOM series folder.")
+    ],
+    followup: Annotated[
+        Path, typer.Option("--followup", help="Follow-up FLAIR: NIfTI file or DICOM series folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created; must not exist).")],
+    skullstrip: Annotated[
+        SkullstripChoice,
+        typer.Option(help="HD-BET mode: fast (1 network) or accurate (5-network ensemble)."),
+    ] = SkullstripChoice.fast,
+    device: Annotated[DeviceChoice, typer.Option(help="Where HD-BET runs.")] = DeviceChoice.cpu,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output folder.")
+    ] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Register both scans to MNI152 (rigid, with skull), skull-strip (HD-BET), N4, crop, z-score.
+
+    Writes baseline_mni.nii.gz, followup_mni.nii.gz, brainmask_mni.nii.gz, baseline_to_mni.tfm,
+    followup_to_mni.tfm (ITK files mapping MNI points to each native image) and qc.json.
+    """
+    _configure_logging(verbose, quiet)
+    from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_files
+
+    options = PreprocessOptions(skullstrip_mode=skullstrip.value, device=device.value)
+    pair = preprocess_files(baseline, followup, out, options, overwrite=overwrite)
+    qc = pair.qc
+    typer.echo(
+        f"{out}: brain {qc['brain_volume_ml']:.0f} ml, timepoints correlate "
+        f"{qc['timepoint_correlation_in_brain']:.2f} in the brain, {qc['seconds_total']:.0f} s"
+    )
+    for warning in qc["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    try:
+        app(args=argv, prog_name="msnewlesions", standalone_mode=True)
+    except MSNewLesionsError as error:
+        typer.echo(f"error: {error}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted; no output was written.", err=True)
+        return 130
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Volumes: a 3-D array and the affine that places it in the world, read from and written to disk.
+
+A :class:`Volume` follows nibabel's convention: ``array[i, j, k]`` sits at the RAS+ world point
+``affine @ (i, j, k, 1)`` in millimetres. Spacing, direction and origin are derived from the affine,
+never stored beside it, so they cannot disagree. SimpleITK (LPS+, arrays indexed ``[k, j, i]``) is
+reached through :meth:`Volume.to_sitk` and :meth:`Volume.from_sitk`, which convert exactly.
+
+Readers accept NIfTI files (``.nii``, ``.nii.gz``) and folders holding one DICOM series. Every
+failure a user can cause raises :class:`~msnewlesions.errors.MSNewLesionsError` with one sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import nibabel as nib
+import numpy as np
+
+from msnewlesions.errors import MSNewLesionsError
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+#: Flips between RAS+ (nibabel, NIfTI) and LPS+ (ITK, DICOM) world coordinates.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+#: Largest deviation from orthogonality of the affine's direction cosines that is silently
+#: removed; ITK cannot represent sheared grids.
+_MAX_SHEAR = 1e-3
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image: ``array`` indexed ``[i, j, k]`` and its 4x4 voxel-to-RAS ``affine`` in mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"a Volume is 3-D; got an array of shape {self.array.shape}")
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"the affine must be 4x4; got shape {affine.shape}")
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along i, j, k."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit RAS+ direction of the i, j, k axes, as the columns of a 3x3 matrix."""
+        return self.affine[:3, :3] / self.spacing
+
+    @property
+    def origin(self) -> np.ndarray:
+        """RAS+ position in mm of the centre of voxel (0, 0, 0)."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as ``'RAS'`` or ``'LPS'``: where each array axis points."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """A volume on the same grid holding ``array``."""
+        return Volume(array, self.affine, self.header)
+
+    def index_to_world(self, indices: np.ndarray) -> np.ndarray:
+        """RAS+ mm of voxel indices (N x 3, fractional allowed)."""
+        indices = np.atleast_2d(np.asarray(indices, dtype=np.float64))
+        return indices @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def world_to_index(self, points: np.ndarray) -> np.ndarray:
+        """Fractional voxel indices of RAS+ points in mm (N x 3)."""
+        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        inverse = np.linalg.inv(self.affine)
+        return points @ inverse[:3, :3].T + inverse[:3, 3]
+
+    def same_grid(self, other: Volume, tolerance_mm: float = 1e-3) -> bool:
+        """Whether both volumes have the same shape and (to ``tolerance_mm``) the same affine."""
+        return self.shape == other.shape and bool(
+            np.allclose(self.affine, other.affine, atol=tolerance_mm)
+        )
+
+    def to_sitk(self) -> sitk.Image:
+        """The same image as a SimpleITK image (LPS+ geometry, exact)."""
+        import SimpleITK as sitk
+
+        array = self.array
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+        image.SetSpacing(tuple(float(s) for s in self.spacing))
+        image.SetOrigin(tuple(float(v) for v in RAS_TO_LPS @ self.origin))
+        image.SetDirection(tuple(float(v) for v in (RAS_TO_LPS @ self.direction).ravel()))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, header: nib.Nifti1Header | None = None) -> Volume:
+        """A volume from a 3-D SimpleITK image (LPS+ geometry converted to a RAS+ affine)."""
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError("only scalar 3-D SimpleITK images convert to a Volume")
+        array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        direction = np.array(image.GetDirection()).reshape(3, 3)
+        affine = np.eye(4)
+        affine[:3, :3] = RAS_TO_LPS @ direction @ np.diag(image.GetSpacing())
+        affine[:3, 3] = RAS_TO_LPS @ np.array(image.GetOrigin())
+        return cls(np.ascontiguousarray(array), affine, header)
+
+
+def _orthonormalize(affine: np.ndarray, source: str) -> np.ndarray:
+    """Remove a tiny shear from an affine (ITK needs orthonormal directions); refuse a large one."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = affine[:3, :3] / spacing
+    deviation = np.abs(direction.T @ direction - np.eye(3)).max()
+    if deviation <= 1e-6:
+        return affine
+    if deviation > _MAX_SHEAR:
+        raise MSNewLesionsError(
+            f"{source} has a sheared voxel grid (non-orthogonal axes, deviation {deviation:.3g}); "
+            "resample it onto an orthogonal grid first."
+        )
+    u, _, vt = np.linalg.svd(direction)
+    fixed = affine.copy()
+    fixed[:3, :3] = (u @ vt) @ np.diag(spacing)
+    logger.warning("%s: removed a shear of %.2g from the affine", source, deviation)
+    return fixed
+
+
+def _read_nifti(path: Path) -> Volume:
+    try:
+        image = nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for unreadable files
+        raise MSNewLesionsError(f"{path} is not a readable NIfTI image ({error}).") from error
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise MSNewLesionsError(f"{path} is not a NIfTI image.")
+    shape = image.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise MSNewLesionsError(
+            f"{path} has shape {image.shape}; a 3-D image is expected (one volume, not a series)."
+        )
+    try:
+        array = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as error:
+        raise MSNewLesionsError(f"{path} could not be read ({error}).") from error
+    affine = _orthonormalize(image.affine, str(path))
+    return Volume(array, affine, image.header.copy())
+
+
+def _read_dicom_series(folder: Path) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise MSNewLesionsError(f"{folder} is a folder but holds no DICOM series.")
+    if len(series) > 1:
+        raise MSNewLesionsError(
+            f"{folder} holds {len(series)} DICOM series; give a folder with exactly one."
+        )
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise MSNewLesionsError(f"the DICOM series in {folder} could not be read.") from error
+    if image.GetDimension() != 3 or image.GetSize()[2] < 2:
+        raise MSNewLesionsError(f"the DICOM series in {folder} is not a 3-D volume.")
+    volume = Volume.from_sitk(sitk.Cast(image, sitk.sitkFloat32))
+    return Volume(volume.array, _orthonormalize(volume.affine, str(folder)))
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3-D image (float32) from a NIfTI file or a folder holding one DICOM series."""
+    path = Path(path)
+    if not path.exists():
+        raise MSNewLesionsError(f"{path} does not exist.")
+    if path.is_dir():
+        return _read_dicom_series(path)
+    return _read_nifti(path)
+
+
+def check_scan(volume: Volume, name: str) -> None:
+    """Refuse a scan that cannot be a brain MRI: NaN or infinite values, or nothing but zeros."""
+    array = volume.array
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise MSNewLesionsError(
+            f"{name} contains {int((~finite).sum())} NaN or infinite voxels; "
+            "it is not a usable scan."
+        )
+    if float(array.max()) == float(array.min()):
+        raise MSNewLesionsError(f"{name} is empty: every voxel has the value {array.flat[0]:g}.")
+    if min(volume.shape) < 2:
+        raise MSNewLesionsError(f"{name} has shape {volume.shape}; a 3-D volume is expected.")
+
+
+def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> None:
+    """Write a volume to NIfTI with its affine exact (sform and qform both set, code scanner).
+
+    A header carried by the volume (from :func:`read_volume`) is reused, so units, codes and
+    description survive a round trip; its scaling is reset so that the stored values are exact.
+    """
+    path = Path(path)
+    array = volume.array if dtype is None else volume.array.astype(dtype)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    header = volume.header.copy() if volume.header is not None else None
+    image = nib.Nifti1Image(array, volume.affine, header=header)
+    image.header.set_data_dtype(array.dtype)
+    sform_code = int(header["sform_code"]) if header is not None else 0
+    qform_code = int(header["qform_code"]) if header is not None else 0
+    image.set_sform(volume.affine, code=sform_code or 1)
+    image.set_qform(volume.affine, code=qform_code or 1)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))
+
+
+def check_output_folder(
+    destination: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()
+) -> Path:
+    """Refuse an output folder that exists (unless ``overwrite``) or that holds one of the inputs.
+
+    Called before any work starts, so that a run that cannot write its result fails at once.
+    """
+    destination = Path(destination).absolute()
+    for source in inputs:
+        source = Path(source).absolute()
+        if source == destination or destination in source.parents:
+            raise MSNewLesionsError(
+                f"the output folder {destination} contains the input {source}; choose another one."
+            )
+    if destination.exists() and not overwrite:
+        raise MSNewLesionsError(
+            f"{destination} already exists; choose another output or pass --overwrite."
+        )
+    if destination.exists() and not destination.is_dir():
+        raise MSNewLesionsError(f"{destination} exists and is not a folder.")
+    return destination
+
+
+@contextmanager
+def atomic_output_folder(destination: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder next to ``destination``; move it into place only on success.
+
+    A run that fails or is interrupted leaves no partial ``destination`` and removes its temporary
+    folder; an existing ``destination`` is replaced only when ``overwrite`` is set, and only once
+    the new result is complete.
+    """
+    destination = check_output_folder(destination, overwrite)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if destination.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
+        os.replace(destination, retired / "previous")
+        os.replace(staging, destination)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, destination)
