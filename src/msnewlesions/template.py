@@ -38,3 +38,9 @@ def mni_brain_mask() -> Volume:
 def mni_white_matter() -> Volume:
     """The template's white-matter probability map in [0, 1] on the same grid."""
     return _load("load_mni152_wm_template")
+
+
+@functools.lru_cache(maxsize=1)
+def mni_grey_matter() -> Volume:
+    """The template's grey-matter probability map in [0, 1] on the same grid."""
+    return _load("load_mni152_gm_template")

@@ -1,0 +1,153 @@
+"""Checks of preprocessing against independent references (open_ms_data's transforms and masks).
+
+The Ljubljana longitudinal database gives, per patient, ``studyY_FLAIR_to_common_space.txt``: ITK
+affine transforms that map a point of the patient's common space to the point of study Y, and an
+expert brain mask and change mask on the common grid. From them:
+
+* :func:`mapping_error_mm` compares our follow-up -> baseline mapping with the reference one over
+  the expert brain;
+* :func:`common_to_mni` carries an expert mask into our MNI grid through the reference baseline
+  transform and our ``baseline_to_mni``.
+
+Reference transforms may be affine, not rigid: they are applied exactly, never orthonormalized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from msnewlesions.io import RAS_TO_LPS, Volume, read_volume
+
+
+@dataclass(frozen=True)
+class OpenMSPair:
+    """One complete longitudinal pair of open_ms_data, with its reference geometry."""
+
+    patient: str
+    baseline: Path
+    followup: Path
+    baseline_to_common: Path
+    followup_to_common: Path
+    brain_mask: Path
+    change_mask: Path
+
+
+def open_ms_pairs(root: str | Path) -> list[OpenMSPair]:
+    """The patients of ``root/longitudinal`` that have both studies (others are skipped)."""
+    longitudinal = Path(root) / "longitudinal"
+    pairs = []
+    for patient_dir in sorted((longitudinal / "raw").glob("patient*")):
+        patient = patient_dir.name
+        files = {
+            "baseline": patient_dir / "study1_FLAIR.nii.gz",
+            "followup": patient_dir / "study2_FLAIR.nii.gz",
+            "baseline_to_common": patient_dir / "study1_FLAIR_to_common_space.txt",
+            "followup_to_common": patient_dir / "study2_FLAIR_to_common_space.txt",
+            "brain_mask": longitudinal / "coregistered" / patient / "brainmask.nii.gz",
+            "change_mask": patient_dir / "gt.nii.gz",
+        }
+        if all(path.exists() for path in files.values()):
+            pairs.append(OpenMSPair(patient=patient, **files))
+    return pairs
+
+
+def _apply_ras(transform: sitk.Transform, points_ras: np.ndarray) -> np.ndarray:
+    """Apply any ITK transform (LPS) point by point to RAS+ points (N x 3)."""
+    points_lps = np.atleast_2d(points_ras) @ RAS_TO_LPS.T
+    mapped = np.array([transform.TransformPoint(tuple(float(v) for v in p)) for p in points_lps])
+    return mapped @ RAS_TO_LPS.T
+
+
+def mapping_error_mm(
+    followup_to_baseline: sitk.Transform,
+    baseline_to_common: sitk.Transform,
+    followup_to_common: sitk.Transform,
+    brain_mask_common: Volume,
+    step: int = 5,
+) -> np.ndarray:
+    """Distances (mm) between our and the reference follow-up point of each expert-brain voxel.
+
+    For a voxel centre ``p`` of the common grid inside the brain, the baseline sees it at
+    ``q = baseline_to_common(p)`` and the follow-up, by the reference, at
+    ``followup_to_common(p)``; ours puts it at ``followup_to_baseline(q)``. Every ``step``-th
+    brain voxel is used.
+    """
+    points = brain_mask_common.index_to_world(np.argwhere(brain_mask_common.array > 0)[::step])
+    on_baseline = _apply_ras(baseline_to_common, points)
+    reference = _apply_ras(followup_to_common, points)
+    ours = _apply_ras(followup_to_baseline, on_baseline)
+    return np.linalg.norm(ours - reference, axis=1)
+
+
+def common_to_mni(
+    mask_common: Volume,
+    mni_grid: Volume,
+    baseline_to_mni: sitk.Transform,
+    baseline_to_common: sitk.Transform,
+) -> Volume:
+    """A binary mask of the common grid carried into an MNI grid (nearest neighbour, uint8).
+
+    An MNI point ``x`` is the baseline point ``baseline_to_mni(x)``, which is the common point
+    ``inverse(baseline_to_common)(baseline_to_mni(x))``.
+    """
+    mni_to_common = sitk.CompositeTransform(3)
+    # SimpleITK applies the transform added LAST first: baseline_to_mni, then the inverse.
+    mni_to_common.AddTransform(baseline_to_common.GetInverse())
+    mni_to_common.AddTransform(baseline_to_mni)
+    reference = sitk.Image(list(mni_grid.shape), sitk.sitkUInt8)
+    reference.SetSpacing(tuple(float(s) for s in mni_grid.spacing))
+    reference.SetOrigin(tuple(float(v) for v in RAS_TO_LPS @ mni_grid.origin))
+    reference.SetDirection(tuple(float(v) for v in (RAS_TO_LPS @ mni_grid.direction).ravel()))
+    source = sitk.Cast(mask_common.with_array(mask_common.array > 0).to_sitk(), sitk.sitkUInt8)
+    resampled = sitk.Resample(source, reference, mni_to_common, sitk.sitkNearestNeighbor, 0)
+    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).copy(), mni_grid.affine)
+
+
+def dice(first: np.ndarray, second: np.ndarray) -> float:
+    """Dice overlap of two binary arrays (1.0 when both are empty)."""
+    a, b = first > 0, second > 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    patient: str
+    error_mean_mm: float
+    error_p95_mm: float
+    brain_mask_dice: float
+    change_voxels_in_mask: float
+
+
+def check_against_reference(pair: OpenMSPair, preprocessed: object) -> PairCheck:
+    """Registration error, brain-mask Dice and change-mask coverage of a preprocessed pair."""
+    from msnewlesions.preprocessing.pipeline import PreprocessedPair
+
+    assert isinstance(preprocessed, PreprocessedPair)
+    baseline_to_common = sitk.ReadTransform(str(pair.baseline_to_common))
+    followup_to_common = sitk.ReadTransform(str(pair.followup_to_common))
+    brain_common = read_volume(pair.brain_mask)
+    errors = mapping_error_mm(
+        preprocessed.followup_to_baseline, baseline_to_common, followup_to_common, brain_common
+    )
+    grid = preprocessed.brain_mask
+    expert_brain = common_to_mni(
+        brain_common, grid, preprocessed.baseline_to_mni, baseline_to_common
+    )
+    change = common_to_mni(
+        read_volume(pair.change_mask), grid, preprocessed.baseline_to_mni, baseline_to_common
+    )
+    ours = grid.array > 0
+    change_voxels = change.array > 0
+    coverage = float((change_voxels & ours).sum() / max(int(change_voxels.sum()), 1))
+    return PairCheck(
+        patient=pair.patient,
+        error_mean_mm=float(errors.mean()),
+        error_p95_mm=float(np.percentile(errors, 95)),
+        brain_mask_dice=dice(ours, expert_brain.array),
+        change_voxels_in_mask=coverage,
+    )

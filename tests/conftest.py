@@ -1,0 +1,68 @@
+"""Shared fixtures: small synthetic volumes built on the fly, and the real data under ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msnewlesions.io import Volume
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+OPEN_MS_DATA = Path(
+    os.environ.get("MSNEWLESIONS_OPEN_MS_DATA", REPOSITORY.parent / "shared/data/open_ms_data")
+)
+
+
+@pytest.fixture(scope="session")
+def open_ms_data() -> Path:
+    """The real open_ms_data folder; tests that need it skip, with the reason, when it is absent."""
+    if not (OPEN_MS_DATA / "longitudinal" / "raw").is_dir():
+        pytest.skip(f"real data not found at {OPEN_MS_DATA} (set MSNEWLESIONS_OPEN_MS_DATA)")
+    return OPEN_MS_DATA
+
+
+def oblique_affine(
+    spacing: tuple[float, float, float] = (0.7, 0.8, 3.0),
+    angles_rad: tuple[float, float, float] = (0.1, -0.2, 0.3),
+    origin: tuple[float, float, float] = (-80.0, 90.0, -40.0),
+    flip_first_axis: bool = True,
+) -> np.ndarray:
+    """A voxel-to-RAS affine with rotated, anisotropic, LPS-like axes."""
+    ax, ay, az = angles_rad
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    direction = rz @ ry @ rx
+    if flip_first_axis:
+        direction = direction @ np.diag([-1.0, 1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+@pytest.fixture()
+def oblique_volume() -> Volume:
+    rng = np.random.default_rng(0)
+    return Volume(rng.random((12, 10, 6), dtype=np.float32) * 100, oblique_affine())
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from msnewlesions.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only with MSNEWLESIONS_SLOW=1 (make test-all) or -m slow."""
+    if os.environ.get("MSNEWLESIONS_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with MSNEWLESIONS_SLOW=1 (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

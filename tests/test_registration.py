@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from msnewlesions import template
+from msnewlesions.example import flair_like
+from msnewlesions.io import Volume
+from msnewlesions.preprocessing import registration
+from tests.conftest import oblique_affine
+
+
+def _rigid(angles: tuple[float, float, float], translation: tuple[float, float, float]):
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter((10.0, -20.0, 5.0))
+    transform.SetRotation(*angles)
+    transform.SetTranslation(translation)
+    return transform
+
+
+def test_compose_applies_the_right_hand_transform_first() -> None:
+    a_to_b = _rigid((0.1, 0.0, 0.2), (5.0, 0.0, -3.0))
+    b_to_c = _rigid((0.0, -0.3, 0.05), (1.0, 2.0, 3.0))
+    a_to_c = registration.compose(a_to_b, b_to_c)
+    for point in [(0.0, 0.0, 0.0), (50.0, -20.0, 30.0)]:
+        expected = a_to_b.TransformPoint(b_to_c.TransformPoint(point))
+        np.testing.assert_allclose(a_to_c.TransformPoint(point), expected, atol=1e-9)
+
+
+def test_invert_undoes_the_transform_and_reads_files_back(tmp_path) -> None:
+    transform = _rigid((0.2, -0.1, 0.3), (4.0, -5.0, 6.0))
+    inverse = registration.invert(transform)
+    point = (12.0, 34.0, -56.0)
+    np.testing.assert_allclose(
+        inverse.TransformPoint(transform.TransformPoint(point)), point, atol=1e-9
+    )
+    registration.write_transform(transform, tmp_path / "t.tfm")
+    read = registration.read_transform(tmp_path / "t.tfm")
+    np.testing.assert_allclose(
+        read.TransformPoint(point), transform.TransformPoint(point), atol=1e-6
+    )
+
+
+def test_points_in_ras_go_through_the_lps_transform() -> None:
+    transform = _rigid((0.0, 0.0, np.pi / 2), (0.0, 0.0, 0.0))
+    transform.SetCenter((0.0, 0.0, 0.0))
+    # A 90 degree turn about z in LPS sends LPS (1, 0, 0) to (0, 1, 0): RAS (-1,0,0) -> (0,-1,0).
+    np.testing.assert_allclose(
+        registration.transform_points_ras(transform, np.array([[-1.0, 0.0, 0.0]])),
+        [[0.0, -1.0, 0.0]],
+        atol=1e-12,
+    )
+
+
+def test_resample_by_a_whole_voxel_translation_shifts_the_array() -> None:
+    array = np.zeros((10, 10, 10), np.float32)
+    array[4, 5, 6] = 1.0
+    image = Volume(array, np.eye(4))
+    # image_to_grid maps a grid point to the image point: RAS +2 mm in x is LPS -2 mm.
+    shift = sitk.TranslationTransform(3, (-2.0, 0.0, 0.0))
+    moved = registration.resample(image, image, shift, "nearest")
+    assert np.argwhere(moved.array > 0).tolist() == [[2, 5, 6]]
+
+
+@pytest.fixture(scope="module")
+def anatomy() -> Volume:
+    return flair_like(seed=3)
+
+
+def test_registration_recovers_a_known_rigid_transform_on_thick_slices(anatomy: Volume) -> None:
+    """A head moved by 4-6 degrees and 4-6 mm and resliced at 3 mm is put back to < 0.5 mm."""
+    truth = _rigid((0.07, -0.09, 0.1), (5.0, -4.0, 6.0))  # moving point of each fixed point
+    grid_affine = anatomy.affine.copy()
+    grid_affine[:3, 2] *= 3.0
+    grid = Volume(np.zeros((197, 233, 63), np.float32), grid_affine)
+    moving_point_of_grid = registration.invert(truth)
+    fixed = registration.resample(anatomy, grid, moving_point_of_grid)
+    # ``fixed`` shows at grid point p the anatomy at truth^-1(p); registering ``anatomy`` onto it
+    # must find moving_to_fixed = truth^-1.
+    head = registration.register_rigid(
+        fixed.to_sitk(), anatomy.to_sitk(), registration.HEAD_SETTINGS
+    )
+    mask = registration.resample(template.mni_brain_mask(), grid, moving_point_of_grid, "nearest")
+    refined = registration.register_rigid(
+        fixed.to_sitk(),
+        anatomy.to_sitk(),
+        registration.BRAIN_SETTINGS,
+        initial=head.transform,
+        fixed_mask=registration.erode_mm(mask.to_sitk(), registration.BRAIN_EROSION_MM),
+    )
+    brain = template.mni_brain_mask()
+    points = grid.index_to_world(np.argwhere(mask.array > 0)[::20])
+    found = registration.transform_points_ras(refined.transform, points)
+    expected = registration.transform_points_ras(moving_point_of_grid, points)
+    errors = np.linalg.norm(found - expected, axis=1)
+    assert brain.array.any()
+    assert errors.mean() < 0.5, errors.mean()
+    assert np.percentile(errors, 95) < 0.75
+
+
+def test_a_mask_maps_from_mni_back_onto_the_right_native_voxels() -> None:
+    """A cube drawn in MNI lands on exactly the native voxels whose centres it contains."""
+    mni = template.mni_brain_mask()
+    cube_low, cube_high = np.array([-20.0, -30.0, 0.0]), np.array([10.0, 5.0, 24.0])
+    world = mni.index_to_world(np.argwhere(np.ones(mni.shape, bool)))
+    inside = np.all((world >= cube_low) & (world <= cube_high), axis=1).reshape(mni.shape)
+    mask_mni = mni.with_array(inside.astype(np.uint8))
+
+    native = Volume(
+        np.zeros((160, 160, 40), np.float32),
+        oblique_affine(
+            spacing=(0.9, 0.9, 3.0), angles_rad=(0.15, 0.05, -0.1), origin=(70, -90, -50)
+        ),
+    )
+    native_to_mni = _rigid((0.05, 0.1, -0.08), (3.0, -2.0, 7.0))  # MNI point -> native point
+    mask_native = registration.resample(
+        mask_mni, native, registration.invert(native_to_mni), "nearest"
+    )
+    assert mask_native.same_grid(native)
+    centres = native.index_to_world(np.argwhere(np.ones(native.shape, bool)))
+    in_mni = registration.transform_points_ras(registration.invert(native_to_mni), centres)
+    margin = 0.75  # nearest neighbour on the 1 mm MNI grid decides within half a voxel
+    surely_in = np.all((in_mni > cube_low + margin) & (in_mni < cube_high - margin), axis=1)
+    surely_out = np.any((in_mni < cube_low - margin) | (in_mni > cube_high + margin), axis=1)
+    labelled = mask_native.array.reshape(-1) > 0
+    assert surely_in.sum() > 1000
+    assert labelled[surely_in].all()
+    assert not labelled[surely_out].any()
