@@ -93,6 +93,61 @@ def preprocess(
         typer.echo(f"warning: {warning}", err=True)
 
 
+@app.command()
+def evaluate(
+    pred: Annotated[
+        Path, typer.Option("--pred", help="Predicted mask, or a folder of them (NIfTI).")
+    ],
+    ref: Annotated[
+        Path, typer.Option("--ref", help="Reference mask, or a folder matched by file name.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="metrics.json to write.")],
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one row per case to this CSV.")
+    ] = None,
+    table: Annotated[
+        bool, typer.Option("--table", help="Print a per-case table with an 'All' row.")
+    ] = False,
+    min_lesion_mm3: Annotated[
+        float,
+        typer.Option(help="Lesions of this volume or less are ignored in lesion-wise metrics."),
+    ] = 3.0,
+    label: Annotated[
+        int | None,
+        typer.Option(help="Evaluate this label of multi-label masks (voxels equal to it)."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Cases evaluated in parallel.")] = 1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Per-case Dice and recall (the paper's) and MSSEG-2 lesion-wise metrics, with a summary.
+
+    Writes {"cases": [...], "summary": {...}} to --out and a box plot beside it (same name, .png).
+    A case without any new lesion scores Dice and recall 1 when nothing is predicted, else 0; its
+    lesion-wise ratios are null and its false positives are counted.
+    """
+    _configure_logging(verbose, quiet)
+    from msnewlesions.evaluation import evaluate as run_evaluation
+    from msnewlesions.evaluation import format_table, write_results
+
+    outputs = [out, out.with_suffix(".png"), *([csv] if csv else [])]
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not overwrite:
+        raise MSNewLesionsError(
+            f"{', '.join(existing)} already exist(s); choose another output or pass --overwrite."
+        )
+    result = run_evaluation(pred, ref, min_lesion_mm3=min_lesion_mm3, label=label, jobs=jobs)
+    plot = write_results(result, out, csv)
+    if table:
+        typer.echo(format_table(result))
+    summary = result["summary"]
+    dice_text = "n/a" if summary["dice_mean"] is None else f"{summary['dice_mean']:.3f}"
+    typer.echo(f"{summary['n_cases']} case(s), mean Dice {dice_text}: {out} ({plot.name})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     try:
