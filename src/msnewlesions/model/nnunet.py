@@ -1,0 +1,360 @@
+"""The one adapter to nnU-Net (nnunetv2 >= 2.8): planning, preprocessing, training, prediction.
+
+nnU-Net finds its folders through environment variables (``nnUNet_raw``, ``nnUNet_preprocessed``,
+``nnUNet_results``, ``nnUNet_extTrainer``); :func:`nnunet_environment` sets them from explicit
+paths for the duration of one call and restores the previous values, so users never export them.
+
+Datasets have two input channels, ``0000`` = baseline and ``0001`` = follow-up (preprocessed, in
+MNI space), and labels background (0) / new_lesion (1).
+
+Configurations (``config``):
+
+* ``paper``: nnU-Net's own 3d_fullres plans (``nnUNetPlans``), the paper's setting, for a GPU.
+* ``cpu``: a plans variant ``nnUNetPlans_cpu`` that makes training and inference practical on a
+  2-core machine: the same 3d_fullres data, a 5-stage U-Net with 16 base features on 64^3
+  patches, batch size 2 (nnU-Net's default here is 6 stages, 32 features, 128^3 patches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from pathlib import Path
+from typing import Literal
+
+from msnewlesions.errors import MSNewLesionsError
+
+logger = logging.getLogger(__name__)
+
+Config = Literal["paper", "cpu"]
+
+TRAINER = "nnUNetTrainerMSNewLesions"
+CONFIGURATION = "3d_fullres"
+PLANS = {"paper": "nnUNetPlans", "cpu": "nnUNetPlans_cpu"}
+CHANNEL_NAMES = {"0": "baseline", "1": "followup"}
+LABELS = {"background": 0, "new_lesion": 1}
+DATASET_NAME = "MSNewLesions"
+
+CPU_PATCH_SIZE = (64, 64, 64)
+CPU_FEATURES = (16, 32, 64, 128, 256)
+CPU_BATCH_SIZE = 2
+
+
+def dataset_name(dataset_id: int) -> str:
+    return f"Dataset{dataset_id:03d}_{DATASET_NAME}"
+
+
+@contextmanager
+def nnunet_environment(
+    raw: str | Path | None = None,
+    preprocessed: str | Path | None = None,
+    results: str | Path | None = None,
+    data_workers: int | None = None,
+) -> Iterator[None]:
+    """nnU-Net's folder variables (and our trainer's folder) set for the duration of the block."""
+    values = {
+        "nnUNet_raw": raw,
+        "nnUNet_preprocessed": preprocessed,
+        "nnUNet_results": results,
+        "nnUNet_extTrainer": Path(__file__).resolve().parent,
+        "nnUNet_compile": "false",
+        "nnUNet_n_proc_DA": data_workers,
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """nnU-Net prints; library code logs. Its output goes to the debug log."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        for line in captured.getvalue().splitlines():
+            if line.strip():
+                logger.debug("nnU-Net: %s", line)
+
+
+def write_dataset_json(dataset_folder: str | Path, num_training: int) -> None:
+    """The raw dataset's ``dataset.json`` (two channels, background / new_lesion)."""
+    description = {
+        "channel_names": CHANNEL_NAMES,
+        "labels": LABELS,
+        "numTraining": num_training,
+        "file_ending": ".nii.gz",
+        "name": DATASET_NAME,
+        "description": "Baseline (0000) and follow-up (0001) FLAIR in MNI space, preprocessed by "
+        "msnewlesions (rigid registration, HD-BET, N4, crop, z-score); label: new lesions.",
+    }
+    Path(dataset_folder, "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
+
+
+def verify_dataset(raw_root: str | Path, dataset_id: int, num_processes: int = 1) -> None:
+    """nnU-Net's own integrity check of a raw dataset; raises MSNewLesionsError if it fails."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    folder = Path(raw_root) / dataset_name(dataset_id)
+    with nnunet_environment(raw=raw_root), _quiet():
+        try:
+            verify_dataset_integrity(str(folder), num_processes)
+        except (AssertionError, RuntimeError) as error:
+            raise MSNewLesionsError(f"{folder} fails nnU-Net's integrity check: {error}") from error
+
+
+def cpu_plans(plans: dict) -> dict:
+    """The ``cpu`` plans variant derived from nnU-Net's default plans (same preprocessed data)."""
+    variant = deepcopy(plans)
+    variant["plans_name"] = PLANS["cpu"]
+    configuration = variant["configurations"][CONFIGURATION]
+    configuration["patch_size"] = list(CPU_PATCH_SIZE)
+    configuration["batch_size"] = CPU_BATCH_SIZE
+    architecture = configuration["architecture"]["arch_kwargs"]
+    stages = len(CPU_FEATURES)
+    architecture["n_stages"] = stages
+    architecture["features_per_stage"] = list(CPU_FEATURES)
+    architecture["kernel_sizes"] = [[3, 3, 3]] * stages
+    architecture["strides"] = [[1, 1, 1]] + [[2, 2, 2]] * (stages - 1)
+    architecture["n_conv_per_stage"] = [2] * stages
+    architecture["n_conv_per_stage_decoder"] = [2] * (stages - 1)
+    # Same spacing and normalization: the 3d_fullres data preprocessed for the default plans
+    # serve both plans.
+    configuration["data_identifier"] = plans["configurations"][CONFIGURATION]["data_identifier"]
+    return variant
+
+
+def plan_and_preprocess(
+    raw_root: str | Path,
+    preprocessed_root: str | Path,
+    dataset_id: int,
+    num_processes: int = 1,
+) -> None:
+    """Fingerprint, plan (default and cpu plans) and preprocess a raw dataset for 3d_fullres."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
+    )
+
+    with nnunet_environment(raw=raw_root, preprocessed=preprocessed_root), _quiet():
+        logger.info("nnU-Net: fingerprint and integrity check of %s", dataset_name(dataset_id))
+        extract_fingerprints(
+            [dataset_id],
+            num_processes=num_processes,
+            check_dataset_integrity=True,
+            verbose=False,
+            show_progress_bar=False,
+        )
+        logger.info("nnU-Net: planning")
+        plan_experiments([dataset_id])
+        folder = Path(preprocessed_root) / dataset_name(dataset_id)
+        plans = json.loads((folder / f"{PLANS['paper']}.json").read_text())
+        (folder / f"{PLANS['cpu']}.json").write_text(json.dumps(cpu_plans(plans), indent=2))
+        splits = Path(raw_root) / dataset_name(dataset_id) / "splits_final.json"
+        if splits.exists():  # patient-level folds written with the raw dataset
+            shutil.copy2(splits, folder / "splits_final.json")
+        logger.info("nnU-Net: preprocessing (3d_fullres)")
+        preprocess(
+            [dataset_id],
+            plans_identifier=PLANS["paper"],
+            configurations=(CONFIGURATION,),
+            num_processes=(num_processes,),
+            verbose=False,
+            show_progress_bar=False,
+        )
+
+
+def model_folder(results_root: str | Path, dataset_id: int, config: Config) -> Path:
+    """Where nnU-Net puts (and we look for) a trained model."""
+    return (
+        Path(results_root)
+        / dataset_name(dataset_id)
+        / f"{TRAINER}__{PLANS[config]}__{CONFIGURATION}"
+    )
+
+
+def train(
+    preprocessed_root: str | Path,
+    results_root: str | Path,
+    dataset_id: int,
+    fold: int | str,
+    config: Config = "cpu",
+    device: str = "cpu",
+    resume: bool = False,
+    epochs: int | None = None,
+    iterations_per_epoch: int | None = None,
+    validation_iterations: int | None = None,
+    data_workers: int = 1,
+    validate: bool = True,
+) -> Path:
+    """Train one fold (0-4 or "all") with the paper's trainer; return the fold's folder.
+
+    ``epochs``, ``iterations_per_epoch`` and ``validation_iterations`` override the paper's
+    schedule (for short runs and tests); they are saved beside the checkpoints and re-applied on
+    ``resume``, which continues from ``checkpoint_latest.pth`` (epoch counter, optimizer and
+    learning-rate rule included).
+    """
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
+    fold_value: int | str = fold if fold == "all" else int(fold)
+    folder = model_folder(results_root, dataset_id, config) / f"fold_{fold}"
+    overrides_file = folder / "msnewlesions_schedule.json"
+    overrides = {
+        "num_epochs": epochs,
+        "num_iterations_per_epoch": iterations_per_epoch,
+        "num_val_iterations_per_epoch": validation_iterations,
+    }
+    if resume and overrides_file.exists():
+        saved = json.loads(overrides_file.read_text())
+        overrides = {k: (v if v is not None else saved.get(k)) for k, v in overrides.items()}
+    with (
+        nnunet_environment(
+            preprocessed=preprocessed_root, results=results_root, data_workers=data_workers
+        ),
+        _quiet(),
+    ):
+        trainer = get_trainer_from_args(
+            str(dataset_id),
+            CONFIGURATION,
+            fold_value,
+            TRAINER,
+            PLANS[config],
+            continue_training=resume,
+            device=torch.device(device),
+        )
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(trainer, name, int(value))
+        folder.mkdir(parents=True, exist_ok=True)
+        overrides_file.write_text(json.dumps(overrides, indent=2) + "\n")
+        maybe_load_checkpoint(trainer, resume, False)
+        logger.info(
+            "training fold %s from epoch %d to %d (%d iterations each) on %s",
+            fold,
+            trainer.current_epoch,
+            trainer.num_epochs,
+            trainer.num_iterations_per_epoch,
+            device,
+        )
+        trainer.run_training()
+        if validate:
+            trainer.perform_actual_validation(False)
+    return folder
+
+
+def predict(
+    model: str | Path,
+    input_folder: str | Path,
+    output_folder: str | Path,
+    folds: Sequence[int | str] | None = None,
+    device: str = "cpu",
+    test_time_augmentation: bool = False,
+    save_probabilities: bool = False,
+    checkpoint: str = "checkpoint_final.pth",
+) -> None:
+    """Segment every case of ``input_folder`` (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``).
+
+    ``model`` is a trained model folder (holding ``plans.json``, ``dataset.json`` and
+    ``fold_*``); its available folds are ensembled unless ``folds`` names some.
+    """
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    model = check_model(model)
+    available = [p.name.removeprefix("fold_") for p in sorted(model.glob("fold_*"))]
+    chosen = [str(f) for f in folds] if folds else available
+    missing = [f for f in chosen if not (model / f"fold_{f}" / checkpoint).exists()]
+    if missing:
+        raise MSNewLesionsError(
+            f"{model} has no {checkpoint} for fold(s) {', '.join(missing)}; train them first."
+        )
+    with nnunet_environment(), _quiet():
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5,
+            use_gaussian=True,
+            use_mirroring=test_time_augmentation,
+            perform_everything_on_device=device == "cuda",
+            device=torch.device(device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
+        predictor.initialize_from_trained_model_folder(
+            str(model),
+            use_folds=tuple(f if f == "all" else int(f) for f in chosen),
+            checkpoint_name=checkpoint,
+        )
+        predictor.predict_from_files(
+            str(input_folder),
+            str(output_folder),
+            save_probabilities=save_probabilities,
+            overwrite=True,
+            num_processes_preprocessing=1,
+            num_processes_segmentation_export=1,
+        )
+
+
+def check_model(model: str | Path) -> Path:
+    """A model folder with nnU-Net's files and two input channels, else one clear error."""
+    model = Path(model)
+    if not model.is_dir():
+        raise MSNewLesionsError(f"model {model} does not exist or is not a folder.")
+    for name in ("plans.json", "dataset.json"):
+        if not (model / name).exists():
+            raise MSNewLesionsError(f"{model} is not an nnU-Net model folder (no {name}).")
+    channels = json.loads((model / "dataset.json").read_text()).get("channel_names", {})
+    if len(channels) != len(CHANNEL_NAMES):
+        raise MSNewLesionsError(
+            f"model {model} takes {len(channels)} input channel(s); a new-lesion model takes 2 "
+            "(baseline, follow-up)."
+        )
+    return model
+
+
+def strip_checkpoint(source: str | Path, destination: str | Path) -> None:
+    """Copy a checkpoint without its optimizer state (for shipping: about a third of the size)."""
+    import torch
+
+    checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
+    checkpoint["optimizer_state"] = None
+    checkpoint.pop("lr_scheduler_state", None)
+    checkpoint["grad_scaler_state"] = None
+    torch.save(checkpoint, str(destination))
+
+
+def copy_model(source: str | Path, destination: str | Path) -> None:
+    """Copy a model folder's inference files (plans, dataset, final checkpoints) elsewhere."""
+    source, destination = check_model(source), Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        if (source / name).exists():
+            shutil.copy2(source / name, destination / name)
+    for fold in sorted(source.glob("fold_*")):
+        if (fold / "checkpoint_final.pth").exists():
+            (destination / fold.name).mkdir(exist_ok=True)
+            strip_checkpoint(
+                fold / "checkpoint_final.pth", destination / fold.name / "checkpoint_final.pth"
+            )

@@ -1,0 +1,89 @@
+"""nnU-Net trainers of the paper, found by nnU-Net through ``nnUNet_extTrainer`` (set by the adapter).
+
+:class:`nnUNetTrainerMSNewLesions` is nnU-Net's trainer with the schedule of Martinez-Heras et al.:
+Adam with an initial learning rate of 0.01; an epoch is 250 training iterations; the learning rate
+is divided by 5 when the training loss has not improved by at least 0.005 (absolute) for 30 epochs
+(``ReduceLROnPlateau``); no early stopping; at most 300 epochs; a checkpoint every 25 epochs.
+Everything else (network, patch size, loss, data augmentation) is nnU-Net's own, from the plans.
+
+nnU-Net's checkpoint does not store the learning-rate scheduler, which for a plateau rule is state
+(best loss, epochs without improvement); it is added to the checkpoint so that a resumed training
+continues the rule where it stopped.
+
+This module must stay importable by nnU-Net on its own: it imports nothing from msnewlesions.
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+PLATEAU_FACTOR = 0.2  # divided by 5
+PLATEAU_PATIENCE = 30  # epochs
+PLATEAU_THRESHOLD = 0.005  # absolute improvement of the loss
+
+
+def plateau_scheduler(optimizer: torch.optim.Optimizer) -> ReduceLROnPlateau:
+    """The paper's rule: learning rate / 5 after 30 epochs without a 0.005 drop of the loss."""
+    return ReduceLROnPlateau(
+        optimizer,
+        mode="min",
+        factor=PLATEAU_FACTOR,
+        patience=PLATEAU_PATIENCE,
+        threshold=PLATEAU_THRESHOLD,
+        threshold_mode="abs",
+    )
+
+
+class nnUNetTrainerMSNewLesions(nnUNetTrainer):
+    """nnU-Net with the paper's optimizer, epochs, learning-rate rule and checkpointing."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-2
+        self.num_iterations_per_epoch = 250
+        self.num_epochs = 300
+        self.save_every = 25
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, ReduceLROnPlateau]:
+        optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay
+        )
+        return optimizer, plateau_scheduler(optimizer)
+
+    def on_train_epoch_start(self) -> None:
+        # nnU-Net steps its polynomial schedule by epoch here; the plateau rule steps on the loss
+        # at the end of the epoch instead.
+        self.network.train()
+        self.print_to_log_file("")
+        self.print_to_log_file(f"Epoch {self.current_epoch}")
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.print_to_log_file(f"Current learning rate: {learning_rate:.6g}")
+        self.logger.log("lrs", learning_rate, self.current_epoch)
+
+    def on_epoch_end(self) -> None:
+        self.lr_scheduler.step(float(self.logger.get_value("train_losses", step=-1)))
+        super().on_epoch_end()
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint["lr_scheduler_state"] = self.lr_scheduler.state_dict()
+            torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if "lr_scheduler_state" in checkpoint:
+            self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler_state"])
