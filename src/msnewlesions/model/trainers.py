@@ -1,4 +1,4 @@
-"""nnU-Net trainers of the paper, found by nnU-Net through ``nnUNet_extTrainer`` (set by the adapter).
+"""nnU-Net trainers of the paper, found by nnU-Net through nnUNet_extTrainer (set by the adapter).
 
 :class:`nnUNetTrainerMSNewLesions` is nnU-Net's trainer with the schedule of Martinez-Heras et al.:
 Adam with an initial learning rate of 0.01; an epoch is 250 training iterations; the learning rate
