@@ -148,6 +148,116 @@ def evaluate(
     typer.echo(f"{summary['n_cases']} case(s), mean Dice {dice_text}: {out} ({plot.name})")
 
 
+class LayoutChoice(str, Enum):
+    msseg2 = "msseg2"
+    open_ms_data = "open_ms_data"
+    bids = "bids"
+
+
+class ConfigChoice(str, Enum):
+    paper = "paper"
+    cpu = "cpu"
+
+
+@app.command()
+def dataset(
+    layout: Annotated[LayoutChoice, typer.Option(help="Folder layout of --input.")],
+    input: Annotated[Path, typer.Option("--input", help="Folder of cases.")],
+    out: Annotated[Path, typer.Option("--out", help="nnU-Net raw folder (created or resumed).")],
+    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset number.")] = 501,
+    all_changes: Annotated[
+        bool,
+        typer.Option(
+            "--all-changes",
+            help="open_ms_data: keep every changed lesion, also those that shrink or fade.",
+        ),
+    ] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Preprocess every case into an nnU-Net raw dataset with patient-level 5-fold splits.
+
+    Writes OUT/DatasetNNN_MSNewLesions/ with imagesTr/<case>_0000 (baseline) and _0001
+    (follow-up), labelsTr/, dataset.json and splits_final.json. Cases already written are skipped.
+    """
+    _configure_logging(verbose, quiet)
+    from msnewlesions.model.datasets import DatasetOptions, build_dataset
+
+    options = DatasetOptions(dataset_id=dataset_id, new_only=not all_changes)
+    folder = build_dataset(layout.value, input, out, options)
+    count = len(list((folder / "labelsTr").glob("*.nii.gz")))
+    typer.echo(f"{folder}: {count} case(s)")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option("--dataset", help="nnU-Net raw dataset folder.")],
+    fold: Annotated[str, typer.Option(help="Fold 0-4, or all.")],
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for nnU-Net's preprocessed data and results [default: beside "
+            "the dataset's raw folder]."
+        ),
+    ] = None,
+    config: Annotated[ConfigChoice, typer.Option(help="paper (GPU) or cpu plans.")] = (
+        ConfigChoice.cpu
+    ),
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.cpu,
+    epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="Iterations per epoch [default: 250].")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Plan, preprocess (once) and train one fold with the paper's nnU-Net trainer."""
+    _configure_logging(verbose, quiet)
+    from msnewlesions.model import nnunet
+
+    dataset_id = nnunet.dataset_id_of(dataset)
+    work = work or dataset.parent.parent / "nnunet"
+    preprocessed, results = work / "preprocessed", work / "results"
+    if not (preprocessed / dataset.name / "nnUNetPlans_cpu.json").exists():
+        nnunet.plan_and_preprocess(dataset.parent, preprocessed, dataset_id)
+    folder = nnunet.train(
+        preprocessed,
+        results,
+        dataset_id,
+        fold,
+        config.value,
+        device.value,
+        resume=resume,
+        epochs=epochs,
+        iterations_per_epoch=iterations,
+    )
+    typer.echo(f"trained: {folder}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", help="Trained nnU-Net model folder.")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Folder of <case>_0000 / <case>_0001 NIfTI files.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <case>.nii.gz masks.")],
+    folds: Annotated[
+        list[str] | None, typer.Option("--folds", help="Folds to ensemble [default: all].")
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to predict.")] = DeviceChoice.cpu,
+    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Segment preprocessed pairs with a trained model (its folds ensembled)."""
+    _configure_logging(verbose, quiet)
+    from msnewlesions.model import nnunet
+
+    nnunet.predict(model, input, out, folds, device.value, tta)
+    typer.echo(f"predicted: {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     try:

@@ -51,6 +51,19 @@ def dataset_name(dataset_id: int) -> str:
     return f"Dataset{dataset_id:03d}_{DATASET_NAME}"
 
 
+def dataset_id_of(folder: str | Path) -> int:
+    """The number of a raw dataset folder named ``DatasetNNN_<name>``."""
+    name = Path(folder).name
+    if not (Path(folder) / "dataset.json").exists():
+        raise MSNewLesionsError(f"{folder} is not an nnU-Net raw dataset (no dataset.json).")
+    try:
+        return int(name.removeprefix("Dataset").split("_", 1)[0])
+    except ValueError:
+        raise MSNewLesionsError(
+            f"{folder}: an nnU-Net dataset folder is named DatasetNNN_<name>."
+        ) from None
+
+
 @contextmanager
 def nnunet_environment(
     raw: str | Path | None = None,

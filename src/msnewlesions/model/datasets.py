@@ -1,0 +1,291 @@
+"""Training data: read three folder layouts into cases, and write them as an nnU-Net raw dataset.
+
+Layouts (``--layout``):
+
+* ``msseg2``: ``<case>/flair_time01_on_middle_space.nii.gz`` (baseline),
+  ``flair_time02_on_middle_space.nii.gz`` (follow-up), ``ground_truth.nii.gz`` (consensus), all
+  on one grid. Not skull-stripped.
+* ``open_ms_data`` (the Ljubljana longitudinal set): ``raw/patientNN/study1_FLAIR.nii.gz``,
+  ``study2_FLAIR.nii.gz``, ``gt.nii.gz`` on the grid of ``coregistered/patientNN/brainmask.nii.gz``,
+  placed by ``study1_FLAIR_to_common_space.txt`` (maps a common point to the study-1 point).
+  Patients missing a timepoint are skipped with a message. Its masks mark lesion change in both
+  directions; with ``new_only`` a component is kept only when it gains FLAIR signal: the median of
+  (follow-up - baseline) over its voxels, on the preprocessed z-scored images, exceeds
+  ``GAIN_THRESHOLD`` (0.5 standard deviations of the brain's intensities).
+* ``bids``: ``sub-*/ses-*/anat/*_FLAIR.nii.gz``; every two consecutive sessions of a subject (in
+  session order) make a case; its label is the derivative
+  ``derivatives/*/sub-*/ses-<later>/anat/*_desc-newlesions_mask.nii.gz`` on the follow-up's grid.
+
+Every label reaches the preprocessed grid through the same transforms as the images, by one
+nearest-neighbour resampling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.io import RAS_TO_LPS, Volume, read_volume, write_volume
+from msnewlesions.model import nnunet
+from msnewlesions.preprocessing.pipeline import PreprocessedPair, PreprocessOptions, preprocess_pair
+
+logger = logging.getLogger(__name__)
+
+Layout = Literal["msseg2", "open_ms_data", "bids"]
+LabelSpace = Literal["baseline", "followup", "common"]
+
+#: Components of an open_ms_data change mask whose median z-scored FLAIR difference (follow-up
+#: minus baseline) exceeds this are new or enlarging lesions; the others shrink, fade or are
+#: ambiguous (the data's README counts 19 gaining and 16 losing of 48 in patient03).
+GAIN_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case: a baseline / follow-up pair of one patient and its new-lesion mask."""
+
+    case_id: str
+    patient: str
+    baseline: Path
+    followup: Path
+    label: Path | None = None
+    label_space: LabelSpace = "baseline"
+    #: For labels on a third grid: the ITK transform that maps a label-grid point to the baseline.
+    baseline_to_label_space: Path | None = None
+
+
+def read_msseg2(root: Path) -> list[Case]:
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        baseline = folder / "flair_time01_on_middle_space.nii.gz"
+        followup = folder / "flair_time02_on_middle_space.nii.gz"
+        if not (baseline.exists() and followup.exists()):
+            logger.warning("%s: skipped, it lacks one of the two FLAIRs", folder.name)
+            continue
+        label = folder / "ground_truth.nii.gz"
+        cases.append(
+            Case(folder.name, folder.name, baseline, followup, label if label.exists() else None)
+        )
+    return cases
+
+
+def read_open_ms_data(root: Path) -> list[Case]:
+    raw = root / "longitudinal" / "raw" if (root / "longitudinal").is_dir() else root / "raw"
+    if not raw.is_dir():
+        raise MSNewLesionsError(f"{root} has no raw/ (or longitudinal/raw/) folder of patients.")
+    cases = []
+    for folder in sorted(raw.glob("patient*")):
+        baseline, followup = folder / "study1_FLAIR.nii.gz", folder / "study2_FLAIR.nii.gz"
+        transform = folder / "study1_FLAIR_to_common_space.txt"
+        if not (baseline.exists() and followup.exists()):
+            logger.warning("%s: skipped, it does not have both studies", folder.name)
+            continue
+        label = folder / "gt.nii.gz"
+        cases.append(
+            Case(
+                folder.name,
+                folder.name,
+                baseline,
+                followup,
+                label if label.exists() else None,
+                "common",
+                transform if transform.exists() else None,
+            )
+        )
+    return cases
+
+
+def read_bids(root: Path) -> list[Case]:
+    cases = []
+    for subject in sorted(root.glob("sub-*")):
+        sessions = []
+        for session in sorted(subject.glob("ses-*")):
+            flairs = sorted((session / "anat").glob("*_FLAIR.nii.gz"))
+            if flairs:
+                sessions.append((session.name, flairs[0]))
+        if len(sessions) < 2:
+            logger.warning("%s: skipped, it has fewer than two sessions with a FLAIR", subject.name)
+            continue
+        for (first, baseline), (second, followup) in itertools.pairwise(sessions):
+            masks = sorted(
+                root.glob(
+                    f"derivatives/*/{subject.name}/{second}/anat/*_desc-newlesions_mask.nii.gz"
+                )
+            )
+            cases.append(
+                Case(
+                    f"{subject.name}_{first}_{second}",
+                    subject.name,
+                    baseline,
+                    followup,
+                    masks[0] if masks else None,
+                    "followup",
+                )
+            )
+    return cases
+
+
+READERS = {"msseg2": read_msseg2, "open_ms_data": read_open_ms_data, "bids": read_bids}
+
+
+def read_cases(layout: Layout, root: str | Path) -> list[Case]:
+    """The cases of a folder in one of the supported layouts."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MSNewLesionsError(f"{root} is not a folder.")
+    if layout not in READERS:
+        raise MSNewLesionsError(f"unknown layout {layout!r}; use one of {', '.join(READERS)}.")
+    cases = READERS[layout](root)
+    if not cases:
+        raise MSNewLesionsError(f"no case found in {root} for the {layout} layout.")
+    return cases
+
+
+def label_on_grid(case: Case, label: Volume, pair: PreprocessedPair) -> Volume:
+    """The case's label resampled (nearest neighbour, once) onto the preprocessed grid."""
+    grid = pair.brain_mask
+    if case.label_space == "baseline":
+        grid_to_label: sitk.Transform = pair.baseline_to_mni
+    elif case.label_space == "followup":
+        grid_to_label = pair.followup_to_mni
+    else:
+        if case.baseline_to_label_space is None:
+            raise MSNewLesionsError(f"{case.case_id}: no transform places its label's grid.")
+        label_to_baseline = sitk.ReadTransform(str(case.baseline_to_label_space))
+        composite = sitk.CompositeTransform(3)
+        # SimpleITK applies the transform added last first: grid -> baseline, then -> label grid.
+        composite.AddTransform(label_to_baseline.GetInverse())
+        composite.AddTransform(pair.baseline_to_mni)
+        grid_to_label = composite
+    reference = sitk.Image(list(grid.shape), sitk.sitkUInt8)
+    reference.SetSpacing(tuple(float(s) for s in grid.spacing))
+    reference.SetOrigin(tuple(float(v) for v in RAS_TO_LPS @ grid.origin))
+    reference.SetDirection(tuple(float(v) for v in (RAS_TO_LPS @ grid.direction).ravel()))
+    source = sitk.Cast(label.with_array(label.array > 0).to_sitk(), sitk.sitkUInt8)
+    resampled = sitk.Resample(source, reference, grid_to_label, sitk.sitkNearestNeighbor, 0)
+    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).copy(), grid.affine)
+
+
+def keep_gaining_components(
+    label: Volume, baseline: Volume, followup: Volume, threshold: float = GAIN_THRESHOLD
+) -> tuple[Volume, int, int]:
+    """Only the label components whose median (follow-up - baseline) exceeds ``threshold``.
+
+    Returns the filtered label and the numbers of components kept and dropped.
+    """
+    components, count = ndimage.label(
+        label.array > 0, structure=ndimage.generate_binary_structure(3, 1)
+    )
+    if count == 0:
+        return label, 0, 0
+    difference = followup.array - baseline.array
+    medians = ndimage.median(difference, components, index=np.arange(1, count + 1))
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[1:] = np.asarray(medians) > threshold
+    return (
+        label.with_array(keep[components].astype(np.uint8)),
+        int(keep.sum()),
+        int(count - keep.sum()),
+    )
+
+
+def folds_for(
+    case_patients: dict[str, str], folds: int = 5, seed: int = 12345
+) -> list[dict[str, list[str]]]:
+    """``[{"train": [...], "val": [...]}, ...]``: 80 / 20 by patient, no patient on both sides.
+
+    With fewer than ``folds`` patients there are as many folds as patients (a warning says so);
+    with one patient, its cases serve for both training and validation.
+    """
+    patients = sorted(set(case_patients.values()))
+    random.Random(seed).shuffle(patients)
+    if len(patients) < folds:
+        logger.warning(
+            "%d patient(s): %d fold(s) instead of %d", len(patients), max(len(patients), 1), folds
+        )
+        folds = max(len(patients), 1)
+    groups = [patients[i::folds] for i in range(folds)]
+    splits = []
+    for group in groups:
+        validation = sorted(c for c, p in case_patients.items() if p in group)
+        training = sorted(c for c, p in case_patients.items() if p not in group) or validation
+        splits.append({"train": training, "val": validation})
+    return splits
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    dataset_id: int = 501
+    new_only: bool = True
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+
+
+def _atomic_write(volume: Volume, path: Path, dtype: type) -> None:
+    temporary = path.with_name(f".{path.name}.partial.nii.gz")
+    write_volume(volume, temporary, dtype)
+    os.replace(temporary, path)
+
+
+def write_case(
+    case: Case, dataset_folder: Path, new_only: bool, options: PreprocessOptions
+) -> dict:
+    """Preprocess one case and write its two channels and label; return what was done."""
+    images, labels = dataset_folder / "imagesTr", dataset_folder / "labelsTr"
+    targets = [images / f"{case.case_id}_0000.nii.gz", images / f"{case.case_id}_0001.nii.gz"]
+    label_path = labels / f"{case.case_id}.nii.gz"
+    if all(p.exists() for p in [*targets, label_path]):
+        return {"case": case.case_id, "status": "already written"}
+    if case.label is None:
+        logger.warning("%s: skipped, it has no new-lesion mask", case.case_id)
+        return {"case": case.case_id, "status": "skipped: no label"}
+    pair = preprocess_pair(read_volume(case.baseline), read_volume(case.followup), options)
+    label = label_on_grid(case, read_volume(case.label), pair)
+    record: dict = {"case": case.case_id, "status": "written", "qc": pair.qc}
+    record["change_volume_mm3"] = float(label.array.sum() * label.voxel_volume_mm3)
+    if new_only and case.label_space == "common":
+        label, kept, dropped = keep_gaining_components(label, pair.baseline, pair.followup)
+        record.update(components_kept=kept, components_dropped=dropped)
+        logger.info(
+            "%s: kept %d gaining lesion components, dropped %d", case.case_id, kept, dropped
+        )
+    record["label_volume_mm3"] = float(label.array.sum() * label.voxel_volume_mm3)
+    # The label last: its presence marks a complete case for a resumed run.
+    _atomic_write(pair.baseline, targets[0], np.float32)
+    _atomic_write(pair.followup, targets[1], np.float32)
+    _atomic_write(label, label_path, np.uint8)
+    return record
+
+
+def build_dataset(
+    layout: Layout, input_root: str | Path, raw_root: str | Path, options: DatasetOptions
+) -> Path:
+    """Preprocess every case of a folder into ``raw_root/DatasetNNN_MSNewLesions`` (resumable)."""
+    cases = read_cases(layout, input_root)
+    folder = Path(raw_root) / nnunet.dataset_name(options.dataset_id)
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    records = []
+    for index, case in enumerate(cases, start=1):
+        logger.info("case %d/%d: %s", index, len(cases), case.case_id)
+        records.append(write_case(case, folder, options.new_only, options.preprocess))
+    written = {p.name.removesuffix(".nii.gz") for p in (folder / "labelsTr").glob("*.nii.gz")}
+    if not written:
+        raise MSNewLesionsError(f"no case of {input_root} could be written (none has a label).")
+    nnunet.write_dataset_json(folder, len(written))
+    patients = {case.case_id: case.patient for case in cases if case.case_id in written}
+    (folder / "splits_final.json").write_text(json.dumps(folds_for(patients), indent=2) + "\n")
+    (folder / "msnewlesions_cases.json").write_text(
+        json.dumps(records, indent=2, default=str) + "\n"
+    )
+    return folder

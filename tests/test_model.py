@@ -1,0 +1,188 @@
+"""The nnU-Net model: the paper's trainer and the whole chain on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from msnewlesions.example import write_example_pair
+from msnewlesions.model import nnunet
+from msnewlesions.model.trainers import plateau_scheduler
+from tests.conftest import run_cli
+
+
+def test_plateau_rule_divides_the_learning_rate_by_five_after_30_flat_epochs() -> None:
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = plateau_scheduler(optimizer)
+    # Ten epochs of real progress down to 0.91, then 31 epochs that never beat 0.91 by 0.005
+    # (0.004 and 0.0045 below it count as flat: the threshold is absolute).
+    history = [1.0 - 0.01 * i for i in range(10)] + [0.906, 0.9055] + [0.906] * 29
+    rates = []
+    for loss in history:
+        scheduler.step(loss)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[:40] == pytest.approx([0.01] * 40)  # the 30 flat epochs leave it alone
+    assert rates[40] == pytest.approx(0.002)  # the 31st divides it by 5
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """dataset -> plan and preprocess -> train 2 epochs -> resume to 3 -> predict."""
+    root = tmp_path_factory.mktemp("chain")
+    bids = root / "bids"
+    for seed, subject in enumerate(("sub-01", "sub-02", "sub-03")):
+        pair = write_example_pair(root / f"example{seed}", seed=seed)
+        for session, key in (("ses-01", "baseline"), ("ses-02", "followup")):
+            target = bids / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
+            target.parent.mkdir(parents=True)
+            Path(pair[key]).rename(target)
+        mask = bids / f"derivatives/truth/{subject}/ses-02/anat"
+        mask.mkdir(parents=True)
+        Path(pair["true_new_lesions"]).rename(
+            mask / f"{subject}_ses-02_desc-newlesions_mask.nii.gz"
+        )
+    from msnewlesions.cli import main
+
+    raw = root / "raw"
+    argv = ["dataset", "--layout", "bids", "--input", str(bids), "--out", str(raw), "--id", "502"]
+    assert main([*argv, "--quiet"]) == 0
+    dataset = raw / nnunet.dataset_name(502)
+    # Resumable: a second run finds every case written and preprocesses nothing.
+    assert main([*argv, "--quiet"]) == 0
+    records = json.loads((dataset / "msnewlesions_cases.json").read_text())
+    assert {r["status"] for r in records} == {"already written"}
+
+    preprocessed, results = root / "preprocessed", root / "results"
+    nnunet.plan_and_preprocess(raw, preprocessed, 502)
+    short = {"iterations_per_epoch": 2, "validation_iterations": 1, "data_workers": 0}
+    fold = nnunet.train(preprocessed, results, 502, 0, "cpu", epochs=2, validate=False, **short)
+    first = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    first_debug = json.loads((fold / "debug.json").read_text())
+    nnunet.train(
+        preprocessed, results, 502, 0, "cpu", resume=True, epochs=3, validate=False, **short
+    )
+    second = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+
+    case = json.loads((dataset / "splits_final.json").read_text())[0]["val"][0]
+    inputs = root / "inputs"
+    inputs.mkdir()
+    for channel in ("0000", "0001"):
+        source = dataset / "imagesTr" / f"{case}_{channel}.nii.gz"
+        (inputs / source.name).symlink_to(source)
+    nnunet.predict(nnunet.model_folder(results, 502, "cpu"), inputs, root / "predictions")
+    return {
+        "dataset": dataset,
+        "fold": fold,
+        "first": first,
+        "second": second,
+        "first_debug": first_debug,
+        "input": inputs / f"{case}_0000.nii.gz",
+        "prediction": root / "predictions" / f"{case}.nii.gz",
+    }
+
+
+def test_dataset_has_two_channels_labels_and_patient_folds(chain: dict) -> None:
+    dataset = chain["dataset"]
+    description = json.loads((dataset / "dataset.json").read_text())
+    assert description["channel_names"] == {"0": "baseline", "1": "followup"}
+    assert description["labels"] == {"background": 0, "new_lesion": 1}
+    assert description["numTraining"] == 3
+    labels = sorted(p.name for p in (dataset / "labelsTr").iterdir())
+    assert labels == [
+        "sub-01_ses-01_ses-02.nii.gz",
+        "sub-02_ses-01_ses-02.nii.gz",
+        "sub-03_ses-01_ses-02.nii.gz",
+    ]
+    for label in (dataset / "labelsTr").iterdir():
+        assert np.asarray(nib.load(label).dataobj).sum() > 100  # the new lesions came along
+    splits = json.loads((dataset / "splits_final.json").read_text())
+    assert len(splits) == 3  # 3 patients: 3 folds
+    nnunet.verify_dataset(dataset.parent, 502)
+
+
+def test_resumed_training_continues_epochs_and_optimizer(chain: dict) -> None:
+    first, second = chain["first"], chain["second"]
+    assert first["current_epoch"] == 2 and second["current_epoch"] == 3
+    # Adam's step counter runs on: 2 epochs x 2 iterations, then one more epoch.
+    first_step = float(first["optimizer_state"]["state"][0]["step"])
+    second_step = float(second["optimizer_state"]["state"][0]["step"])
+    assert (first_step, second_step) == (4.0, 6.0)
+    assert second["lr_scheduler_state"]["last_epoch"] == 3
+    assert second["trainer_name"] == nnunet.TRAINER
+
+
+def test_the_run_records_the_papers_optimizer_and_checkpointing(chain: dict) -> None:
+    debug = chain["first_debug"]
+    assert "Adam" in debug["optimizer"] and "ReduceLROnPlateau" in debug["lr_scheduler"]
+    assert float(debug["initial_lr"]) == 0.01
+    assert int(debug["save_every"]) == 25
+    assert int(debug["num_epochs"]) == 2  # this short run's override, recorded as such
+    assert chain["first"]["init_args"]["configuration"] == "3d_fullres"
+
+
+def test_the_trainer_defaults_are_the_papers(chain: dict) -> None:
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    preprocessed = chain["fold"].parents[3] / "preprocessed"
+    with nnunet.nnunet_environment(preprocessed=preprocessed, results=chain["fold"].parents[3]):
+        trainer = get_trainer_from_args(
+            "502", "3d_fullres", 0, nnunet.TRAINER, "nnUNetPlans_cpu", device=torch.device("cpu")
+        )
+        trainer.initialize()
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.save_every) == (
+        300,
+        250,
+        25,
+    )
+    assert isinstance(trainer.optimizer, torch.optim.Adam) and trainer.initial_lr == 0.01
+    scheduler = trainer.lr_scheduler
+    assert (scheduler.factor, scheduler.patience, scheduler.threshold) == (0.2, 30, 0.005)
+    assert scheduler.threshold_mode == "abs"
+    arch = trainer.configuration_manager.network_arch_init_kwargs
+    assert arch["features_per_stage"] == [16, 32, 64, 128, 256]
+    assert trainer.configuration_manager.patch_size == [64, 64, 64]
+
+
+def test_the_prediction_has_the_inputs_geometry(chain: dict) -> None:
+    prediction, source = nib.load(chain["prediction"]), nib.load(chain["input"])
+    assert prediction.shape == source.shape
+    np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1}
+
+
+def test_a_model_with_the_wrong_number_of_channels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "plans.json").write_text("{}")
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR"}}))
+    argv = [
+        "predict",
+        "--model",
+        str(tmp_path),
+        "--input",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "-q",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1 and "takes 1 input channel(s)" in err
+    code, _, err = run_cli(
+        [
+            "predict",
+            "--model",
+            str(tmp_path / "none"),
+            "--input",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 1 and "does not exist" in err
