@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from msnewlesions.example import write_example_pair
+from msnewlesions.example import write_example_bids
 from msnewlesions.model import nnunet
 from msnewlesions.model.trainers import plateau_scheduler
 from tests.conftest import run_cli
@@ -34,18 +34,7 @@ def test_plateau_rule_divides_the_learning_rate_by_five_after_30_flat_epochs() -
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """dataset -> plan and preprocess -> train 2 epochs -> resume to 3 -> predict."""
     root = tmp_path_factory.mktemp("chain")
-    bids = root / "bids"
-    for seed, subject in enumerate(("sub-01", "sub-02", "sub-03")):
-        pair = write_example_pair(root / f"example{seed}", seed=seed)
-        for session, key in (("ses-01", "baseline"), ("ses-02", "followup")):
-            target = bids / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
-            target.parent.mkdir(parents=True)
-            Path(pair[key]).rename(target)
-        mask = bids / f"derivatives/truth/{subject}/ses-02/anat"
-        mask.mkdir(parents=True)
-        Path(pair["true_new_lesions"]).rename(
-            mask / f"{subject}_ses-02_desc-newlesions_mask.nii.gz"
-        )
+    bids = write_example_bids(root / "bids", subjects=3)
     from msnewlesions.cli import main
 
     raw = root / "raw"
@@ -186,3 +175,51 @@ def test_a_model_with_the_wrong_number_of_channels_is_refused(
         capsys,
     )
     assert code == 1 and "does not exist" in err
+
+
+def test_an_exported_model_imports_and_predicts_the_same(chain: dict, tmp_path: Path) -> None:
+    model = chain["fold"].parent
+    archive = nnunet.export_model(model, tmp_path / "model.zip")
+    imported = nnunet.import_model(archive, tmp_path / "models")
+    assert imported == tmp_path / "models" / model.parent.name / model.name
+    stripped = torch.load(imported / "fold_0/checkpoint_final.pth", weights_only=False)
+    assert stripped["optimizer_state"] is None
+    inputs = chain["input"].parent
+    nnunet.predict(archive, inputs, tmp_path / "from_zip")  # a zip works as --model too
+    original = np.asarray(nib.load(chain["prediction"]).dataobj)
+    again = np.asarray(nib.load(tmp_path / "from_zip" / chain["prediction"].name).dataobj)
+    np.testing.assert_array_equal(again, original)
+
+
+def test_nnunets_own_installer_reads_our_zip(chain: dict, tmp_path: Path) -> None:
+    from nnunetv2.model_sharing.model_import import install_model_from_zip_file
+
+    archive = nnunet.export_model(chain["fold"].parent, tmp_path / "model.zip")
+    with nnunet.nnunet_environment(results=tmp_path / "results"):
+        install_model_from_zip_file(str(archive))
+    installed = tmp_path / "results" / nnunet.dataset_name(502)
+    assert (installed / chain["fold"].parent.name / "fold_0" / "checkpoint_final.pth").exists()
+
+
+def test_a_bad_archive_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.zip").write_text("not a zip")
+    code, _, err = run_cli(
+        ["model", "import", "--zip", str(tmp_path / "model.zip"), "--out", str(tmp_path / "m")],
+        capsys,
+    )
+    assert code == 1 and "not a zip archive" in err
+
+
+@pytest.mark.slow  # about 2 minutes: nnU-Net's 50 validation iterations and full validation
+def test_train_command_trains_a_fold_and_validates_it(
+    chain: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line reuses the chain's plans and ends with nnU-Net's validation."""
+    work = chain["fold"].parents[3]
+    argv = ["train", "--dataset", str(chain["dataset"]), "--fold", "1", "--work", str(work)]
+    code, out, _ = run_cli([*argv, "--epochs", "1", "--iterations", "2", "-q"], capsys)
+    assert code == 0, out
+    fold = chain["fold"].parent / "fold_1"
+    assert (fold / "checkpoint_final.pth").exists()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert "foreground_mean" in summary

@@ -237,7 +237,9 @@ def train(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="Trained nnU-Net model folder.")],
+    model: Annotated[
+        Path, typer.Option("--model", help="Trained nnU-Net model folder, or its zip.")
+    ],
     input: Annotated[
         Path, typer.Option("--input", help="Folder of <case>_0000 / <case>_0001 NIfTI files.")
     ],
@@ -256,6 +258,38 @@ def predict(
 
     nnunet.predict(model, input, out, folds, device.value, tta)
     typer.echo(f"predicted: {out}")
+
+
+model_app = typer.Typer(help="Move trained models between machines.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("export")
+def model_export(
+    model: Annotated[Path, typer.Option("--model", help="Trained nnU-Net model folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Zip file to write.")],
+    keep_optimizer: Annotated[
+        bool, typer.Option("--keep-optimizer", help="Keep the optimizer state (to resume).")
+    ] = False,
+) -> None:
+    """Zip a model in nnU-Net's export layout (checkpoints without optimizer state)."""
+    from msnewlesions.model import nnunet
+
+    if out.exists():
+        raise MSNewLesionsError(f"{out} already exists; choose another file.")
+    nnunet.export_model(model, out, strip_optimizer=not keep_optimizer)
+    typer.echo(f"exported: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@model_app.command("import")
+def model_import(
+    zip_file: Annotated[Path, typer.Option("--zip", help="Model zip (ours or nnU-Net's).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to unpack the model into.")],
+) -> None:
+    """Unpack a model zip; prints the model folder to pass to --model."""
+    from msnewlesions.model import nnunet
+
+    typer.echo(str(nnunet.import_model(zip_file, out)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,6 +132,24 @@ def write_example_pair(folder: str | Path, seed: int = 0) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
 
 
+def write_example_bids(folder: str | Path, subjects: int = 3) -> Path:
+    """Example pairs (seeds 0..n-1) as a BIDS dataset with new-lesion masks in derivatives."""
+    folder = Path(folder)
+    for seed in range(subjects):
+        subject = f"sub-{seed + 1:02d}"
+        pair = write_example_pair(folder / "sourcedata" / subject, seed=seed)
+        for session, key in (("ses-01", "baseline"), ("ses-02", "followup")):
+            target = folder / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Path(pair[key]).replace(target)
+        mask = folder / "derivatives" / "truth" / subject / "ses-02" / "anat"
+        mask.mkdir(parents=True, exist_ok=True)
+        Path(pair["true_new_lesions"]).replace(
+            mask / f"{subject}_ses-02_desc-newlesions_mask.nii.gz"
+        )
+    return folder
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "example")
     written = write_example_pair(target)
