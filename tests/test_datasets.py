@@ -110,8 +110,8 @@ def test_a_label_on_a_third_grid_follows_the_reference_transform(tmp_path: Path)
     from msnewlesions.model.datasets import Case
 
     grid = Volume(np.zeros((30, 30, 30), np.uint8), np.eye(4))
-    label_to_baseline = sitk.TranslationTransform(3, (-4.0, 0.0, 0.0))  # LPS: RAS x + 4 mm
-    sitk.WriteTransform(label_to_baseline, str(tmp_path / "t.txt"))
+    baseline_to_label = sitk.TranslationTransform(3, (-4.0, 0.0, 0.0))  # LPS: RAS x + 4 mm
+    sitk.WriteTransform(baseline_to_label, str(tmp_path / "t.txt"))
     identity = transform_from_matrix(np.eye(4))
     pair = PreprocessedPair(grid, grid, grid, identity, identity, identity)
     label = np.zeros((30, 30, 30), np.uint8)

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from msnewlesions.io import RAS_TO_LPS, Volume, read_volume
+from msnewlesions.preprocessing import registration
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,9 @@ def common_to_mni(
     An MNI point ``x`` is the baseline point ``baseline_to_mni(x)``, which is the common point
     ``inverse(baseline_to_common)(baseline_to_mni(x))``.
     """
-    mni_to_common = sitk.CompositeTransform(3)
-    # SimpleITK applies the transform added LAST first: baseline_to_mni, then the inverse.
-    mni_to_common.AddTransform(baseline_to_common.GetInverse())
-    mni_to_common.AddTransform(baseline_to_mni)
-    reference = sitk.Image(list(mni_grid.shape), sitk.sitkUInt8)
-    reference.SetSpacing(tuple(float(s) for s in mni_grid.spacing))
-    reference.SetOrigin(tuple(float(v) for v in RAS_TO_LPS @ mni_grid.origin))
-    reference.SetDirection(tuple(float(v) for v in (RAS_TO_LPS @ mni_grid.direction).ravel()))
-    source = sitk.Cast(mask_common.with_array(mask_common.array > 0).to_sitk(), sitk.sitkUInt8)
-    resampled = sitk.Resample(source, reference, mni_to_common, sitk.sitkNearestNeighbor, 0)
-    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).copy(), mni_grid.affine)
+    common_to_mni = registration.compose_exact(baseline_to_common.GetInverse(), baseline_to_mni)
+    binary = mask_common.with_array((mask_common.array > 0).astype(np.uint8))
+    return registration.resample(binary, mni_grid, common_to_mni, "nearest")
 
 
 def dice(first: np.ndarray, second: np.ndarray) -> float:

@@ -36,8 +36,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import RAS_TO_LPS, Volume, read_volume, write_volume
+from msnewlesions.io import Volume, read_volume, write_volume
 from msnewlesions.model import nnunet
+from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.pipeline import PreprocessedPair, PreprocessOptions, preprocess_pair
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,6 @@ def read_cases(layout: Layout, root: str | Path) -> list[Case]:
 
 def label_on_grid(case: Case, label: Volume, pair: PreprocessedPair) -> Volume:
     """The case's label resampled (nearest neighbour, once) onto the preprocessed grid."""
-    grid = pair.brain_mask
     if case.label_space == "baseline":
         grid_to_label: sitk.Transform = pair.baseline_to_mni
     elif case.label_space == "followup":
@@ -162,19 +162,12 @@ def label_on_grid(case: Case, label: Volume, pair: PreprocessedPair) -> Volume:
     else:
         if case.baseline_to_label_space is None:
             raise MSNewLesionsError(f"{case.case_id}: no transform places its label's grid.")
-        label_to_baseline = sitk.ReadTransform(str(case.baseline_to_label_space))
-        composite = sitk.CompositeTransform(3)
-        # SimpleITK applies the transform added last first: grid -> baseline, then -> label grid.
-        composite.AddTransform(label_to_baseline.GetInverse())
-        composite.AddTransform(pair.baseline_to_mni)
-        grid_to_label = composite
-    reference = sitk.Image(list(grid.shape), sitk.sitkUInt8)
-    reference.SetSpacing(tuple(float(s) for s in grid.spacing))
-    reference.SetOrigin(tuple(float(v) for v in RAS_TO_LPS @ grid.origin))
-    reference.SetDirection(tuple(float(v) for v in (RAS_TO_LPS @ grid.direction).ravel()))
-    source = sitk.Cast(label.with_array(label.array > 0).to_sitk(), sitk.sitkUInt8)
-    resampled = sitk.Resample(source, reference, grid_to_label, sitk.sitkNearestNeighbor, 0)
-    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).copy(), grid.affine)
+        baseline_to_label = sitk.ReadTransform(str(case.baseline_to_label_space))
+        grid_to_label = registration.compose_exact(
+            baseline_to_label.GetInverse(), pair.baseline_to_mni
+        )
+    binary = label.with_array((label.array > 0).astype(np.uint8))
+    return registration.resample(binary, pair.brain_mask, grid_to_label, "nearest")
 
 
 def keep_gaining_components(

@@ -159,6 +159,15 @@ def compose(a_to_b: sitk.Transform, b_to_c: sitk.Transform) -> sitk.Euler3DTrans
     return transform_from_matrix(rigid_matrix(a_to_b) @ rigid_matrix(b_to_c))
 
 
+def compose_exact(a_to_b: sitk.Transform, b_to_c: sitk.Transform) -> sitk.CompositeTransform:
+    """:func:`compose` for any transforms (affine ones too), kept exact as an ITK composite."""
+    composite = sitk.CompositeTransform(3)
+    # SimpleITK applies the transform added LAST first: b_to_c, then a_to_b.
+    composite.AddTransform(a_to_b)
+    composite.AddTransform(b_to_c)
+    return composite
+
+
 def invert(a_to_b: sitk.Transform) -> sitk.Euler3DTransform:
     """``b_to_a``."""
     return transform_from_matrix(np.linalg.inv(rigid_matrix(a_to_b)))
