@@ -1,0 +1,80 @@
+"""Threshold, size filter, lesion numbering, native mapping and the lesion table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from msnewlesions.io import Volume
+from msnewlesions.postprocessing import lesion_labels, lesion_table, to_native
+from msnewlesions.preprocessing import registration
+from tests.conftest import oblique_affine
+
+MNI_AFFINE = np.array([[1.0, 0, 0, -40], [0, 1, 0, -40], [0, 0, 1, -30], [0, 0, 0, 1]])
+
+
+def probability_map() -> Volume:
+    probability = np.zeros((80, 80, 60), np.float32)
+    probability[10:13, 10:13, 10:13] = 0.9  # 27 voxels
+    probability[11, 11, 11] = 0.97
+    probability[40:46, 40:44, 30:33] = 0.6  # 72 voxels: the largest, numbered 1
+    probability[60:62, 60:62, 20:22] = 0.55  # 8 voxels
+    probability[70, 70, 50:53] = 0.8  # 3 voxels = 3 mm3: dropped
+    probability[5:8, 60:63, 5:8] = 0.49  # below the threshold
+    return Volume(probability, MNI_AFFINE)
+
+
+def test_lesions_are_thresholded_size_filtered_and_numbered_by_volume() -> None:
+    labels, count = lesion_labels(probability_map(), threshold=0.5, min_lesion_mm3=3.0)
+    assert count == 3
+    assert labels.array.dtype == np.uint16
+    assert (labels.array == 1).sum() == 72 and labels.array[42, 42, 31] == 1
+    assert (labels.array == 2).sum() == 27 and labels.array[11, 11, 11] == 2
+    assert (labels.array == 3).sum() == 8
+    assert labels.array[70, 70, 51] == 0 and labels.array[6, 61, 6] == 0
+
+
+def test_lesion_table_gives_volumes_centroids_and_peaks() -> None:
+    probability = probability_map()
+    labels, _ = lesion_labels(probability)
+    identity = registration.transform_from_matrix(np.eye(4))
+    table = lesion_table(labels, labels, probability, identity)
+    assert [lesion.lesion_id for lesion in table] == [1, 2, 3]
+    second = table[1]
+    assert second.voxels_mni == 27 and second.volume_mm3 == pytest.approx(27.0)
+    # Voxels 10..12 -> centre index 11 -> world 11 - 40 = -29 (x, y) and 11 - 30 = -19 (z).
+    assert second.centroid_mni_mm == pytest.approx((-29.0, -29.0, -19.0))
+    assert second.centroid_native_mm == pytest.approx((-29.0, -29.0, -19.0))
+    assert second.max_probability == pytest.approx(0.97)
+    row = second.as_row()
+    assert row["mni_x_mm"] == -29.0 and row["native_z_mm"] == -19.0 and row["voxels_native"] == 27
+
+
+def test_native_mask_keeps_lesion_numbers_and_agrees_through_the_transform() -> None:
+    probability = probability_map()
+    labels, _ = lesion_labels(probability)
+    followup_to_mni = sitk.Euler3DTransform()  # an MNI point -> the follow-up point
+    followup_to_mni.SetRotation(0.05, -0.04, 0.1)
+    followup_to_mni.SetTranslation((3.0, -2.0, 5.0))
+    native_grid = Volume(
+        np.zeros((110, 110, 30), np.float32),
+        oblique_affine(spacing=(0.8, 0.8, 3.0), angles_rad=(0.0, 0.0, 0.0), origin=(45, -55, -45)),
+    )
+    native = to_native(labels, native_grid, followup_to_mni)
+    assert native.same_grid(native_grid)
+    assert set(np.unique(native.array)) == {0, 1, 2, 3}
+    table = lesion_table(labels, native, probability, followup_to_mni)
+    for lesion in table:
+        voxels = np.argwhere(native.array == lesion.lesion_id)
+        centre_native = native.index_to_world(voxels).mean(axis=0)
+        # 3 mm slices sample a lesion coarsely: centroids agree to about half a slice.
+        assert np.linalg.norm(centre_native - lesion.centroid_native_mm) < 1.5
+        assert lesion.voxels_native == len(voxels)
+
+
+def test_no_lesion_gives_an_empty_table() -> None:
+    empty = Volume(np.zeros((10, 10, 10), np.float32), MNI_AFFINE)
+    labels, count = lesion_labels(empty)
+    identity = registration.transform_from_matrix(np.eye(4))
+    assert count == 0 and lesion_table(labels, labels, empty, identity) == []
