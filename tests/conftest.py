@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from msnewlesions.example import write_example_bids
 from msnewlesions.io import Volume
+from msnewlesions.model import nnunet
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 OPEN_MS_DATA = Path(
@@ -56,6 +60,51 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """dataset -> plan and preprocess -> train 2 epochs -> resume to 3 -> predict."""
+    root = tmp_path_factory.mktemp("chain")
+    bids = write_example_bids(root / "bids", subjects=3)
+    from msnewlesions.cli import main
+
+    raw = root / "raw"
+    argv = ["dataset", "--layout", "bids", "--input", str(bids), "--out", str(raw), "--id", "502"]
+    assert main([*argv, "--quiet"]) == 0
+    dataset = raw / nnunet.dataset_name(502)
+    # Resumable: a second run finds every case written and preprocesses nothing.
+    assert main([*argv, "--quiet"]) == 0
+    records = json.loads((dataset / "msnewlesions_cases.json").read_text())
+    assert {r["status"] for r in records} == {"already written"}
+
+    preprocessed, results = root / "preprocessed", root / "results"
+    nnunet.plan_and_preprocess(raw, preprocessed, 502)
+    short = {"iterations_per_epoch": 2, "validation_iterations": 1, "data_workers": 0}
+    fold = nnunet.train(preprocessed, results, 502, 0, "cpu", epochs=2, validate=False, **short)
+    first = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    first_debug = json.loads((fold / "debug.json").read_text())
+    nnunet.train(
+        preprocessed, results, 502, 0, "cpu", resume=True, epochs=3, validate=False, **short
+    )
+    second = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+
+    case = json.loads((dataset / "splits_final.json").read_text())[0]["val"][0]
+    inputs = root / "inputs"
+    inputs.mkdir()
+    for channel in ("0000", "0001"):
+        source = dataset / "imagesTr" / f"{case}_{channel}.nii.gz"
+        (inputs / source.name).symlink_to(source)
+    nnunet.predict(nnunet.model_folder(results, 502, "cpu"), inputs, root / "predictions")
+    return {
+        "dataset": dataset,
+        "fold": fold,
+        "first": first,
+        "second": second,
+        "first_debug": first_debug,
+        "input": inputs / f"{case}_0000.nii.gz",
+        "prediction": root / "predictions" / f"{case}.nii.gz",
+    }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -260,6 +260,68 @@ def predict(
     typer.echo(f"predicted: {out}")
 
 
+@app.command()
+def segment(
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", "-t1", help="Baseline FLAIR: NIfTI file or DICOM folder."),
+    ] = None,
+    followup: Annotated[
+        Path | None,
+        typer.Option("--followup", "-t2", help="Follow-up FLAIR: NIfTI file or DICOM folder."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder for every result.")
+    ] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option("-o", help="MSSEG-2 container form: write just the mask to this file."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Trained model folder or zip [default: the model shipped inside]."),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
+    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
+    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = 0.5,
+    min_lesion_mm3: Annotated[
+        float, typer.Option(help="Lesions of this volume or less are dropped.")
+    ] = 3.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Find the new lesions of the follow-up: the mask on the follow-up's own grid and more.
+
+    --out DIR writes new_lesions.nii.gz (on the follow-up's grid), new_lesions_mni.nii.gz,
+    lesions.csv and summary.json; -t1 B -t2 F -o mask.nii.gz writes just the mask.
+    """
+    _configure_logging(verbose, quiet)
+    from msnewlesions.preprocessing.pipeline import PreprocessOptions
+    from msnewlesions.segment import SegmentOptions, segment_files
+
+    if baseline is None or followup is None:
+        raise MSNewLesionsError("give both scans: --baseline B --followup F (or -t1 B -t2 F).")
+    if (out is None) == (mask is None):
+        raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
+    options = SegmentOptions(threshold, min_lesion_mm3, PreprocessOptions(device=device.value))
+    result = segment_files(
+        baseline,
+        followup,
+        out or mask,
+        model,
+        options,
+        device.value,
+        tta,
+        overwrite,
+        mask_only=mask is not None,
+    )
+    volume = sum(lesion.volume_mm3 for lesion in result.lesions)
+    typer.echo(f"{out or mask}: {len(result.lesions)} new lesion(s), {volume:.0f} mm3")
+
+
 model_app = typer.Typer(help="Move trained models between machines.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
@@ -292,8 +354,21 @@ def model_import(
     typer.echo(str(nnunet.import_model(zip_file, out)))
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a run like Ctrl-C: outputs in progress are removed, nothing partial stays."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    _interrupt_on_sigterm()
     try:
         app(args=argv, prog_name="msnewlesions", standalone_mode=True)
     except MSNewLesionsError as error:

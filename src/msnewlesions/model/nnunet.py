@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.io import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -358,6 +359,72 @@ def _predict(
             num_processes_preprocessing=1,
             num_processes_segmentation_export=1,
         )
+
+
+class NewLesionPredictor:
+    """nnU-Net's predictor for one pair at a time, in process (construct, load, predict).
+
+    Arrays are handed over exactly as nnU-Net's SimpleITK reader saw the training images
+    (axes k, j, i and spacing reversed), so the network sees what it learned on.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        folds: Sequence[int | str] | None = None,
+        device: str = "cpu",
+        test_time_augmentation: bool = False,
+        checkpoint: str = "checkpoint_final.pth",
+    ) -> None:
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
+        self._opened = open_model(model)
+        folder = self._opened.__enter__()
+        try:
+            available = [p.name.removeprefix("fold_") for p in sorted(folder.glob("fold_*"))]
+            chosen = [str(f) for f in folds] if folds else available
+            missing = [f for f in chosen if not (folder / f"fold_{f}" / checkpoint).exists()]
+            if not chosen or missing:
+                raise MSNewLesionsError(
+                    f"{model} has no {checkpoint} for fold(s) {', '.join(missing) or '(none)'}."
+                )
+            with nnunet_environment(), _quiet():
+                self._predictor = nnUNetPredictor(
+                    tile_step_size=0.5,
+                    use_gaussian=True,
+                    use_mirroring=test_time_augmentation,
+                    perform_everything_on_device=device == "cuda",
+                    device=torch.device(device),
+                    verbose=False,
+                    verbose_preprocessing=False,
+                    allow_tqdm=False,
+                )
+                self._predictor.initialize_from_trained_model_folder(
+                    str(folder),
+                    use_folds=tuple(f if f == "all" else int(f) for f in chosen),
+                    checkpoint_name=checkpoint,
+                )
+        finally:
+            self._opened.__exit__(None, None, None)  # weights are in memory now
+        self.folds = chosen
+
+    def probability(self, baseline: Volume, followup: Volume) -> Volume:
+        """The new-lesion probability map (float32) on the pair's (preprocessed) grid."""
+        import numpy as np
+
+        if not baseline.same_grid(followup):
+            raise ValueError("baseline and follow-up must share the preprocessed grid")
+        data = np.stack([baseline.array.transpose(2, 1, 0), followup.array.transpose(2, 1, 0)])
+        properties = {"spacing": [float(s) for s in baseline.spacing[::-1]]}
+        with nnunet_environment(), _quiet():
+            _, probabilities = self._predictor.predict_single_npy_array(
+                data.astype(np.float32), properties, None, None, True
+            )
+        foreground = np.asarray(probabilities[1], dtype=np.float32).transpose(2, 1, 0)
+        return baseline.with_array(np.ascontiguousarray(foreground))
 
 
 def check_model(model: str | Path) -> Path:
