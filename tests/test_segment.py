@@ -37,7 +37,13 @@ def segmented(
 
 def test_segment_writes_every_output(segmented: Path) -> None:
     names = sorted(p.name for p in segmented.iterdir())
-    assert names == ["lesions.csv", "new_lesions.nii.gz", "new_lesions_mni.nii.gz", "summary.json"]
+    assert names == [
+        "lesions.csv",
+        "new_lesions.nii.gz",
+        "new_lesions_mni.nii.gz",
+        "report.html",
+        "summary.json",
+    ]
 
 
 def test_the_native_mask_has_the_follow_ups_geometry(segmented: Path, example: dict) -> None:

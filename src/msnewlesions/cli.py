@@ -296,7 +296,7 @@ def segment(
     """Find the new lesions of the follow-up: the mask on the follow-up's own grid and more.
 
     --out DIR writes new_lesions.nii.gz (on the follow-up's grid), new_lesions_mni.nii.gz,
-    lesions.csv and summary.json; -t1 B -t2 F -o mask.nii.gz writes just the mask.
+    lesions.csv, summary.json and report.html; -t1 B -t2 F -o mask.nii.gz writes just the mask.
     """
     _configure_logging(verbose, quiet)
     from msnewlesions.preprocessing.pipeline import PreprocessOptions

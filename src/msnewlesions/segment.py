@@ -3,7 +3,7 @@
 preprocess (registration, HD-BET, N4, crop, z-score) -> nnU-Net probability in MNI space ->
 threshold and minimum lesion size -> lesions numbered in MNI -> mask on the follow-up's native grid
 through the saved transform. Outputs (DESIGN.md): ``new_lesions.nii.gz`` (uint8, the follow-up's
-shape and affine), ``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``.
+shape and affine), ``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``, ``report.html``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from msnewlesions.preprocessing.pipeline import (
     preprocess_pair,
     software_versions,
 )
+from msnewlesions.report.html import render_report
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,14 @@ def write_segmentation(result: Segmentation, summary: dict[str, Any], folder: Pa
         writer.writeheader()
         writer.writerows(rows)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    page = render_report(
+        summary,
+        result.lesions,
+        result.preprocessed.baseline,
+        result.preprocessed.followup,
+        result.labels_mni,
+    )
+    (folder / "report.html").write_text(page, encoding="utf-8")
 
 
 def segment_files(

@@ -1,0 +1,1 @@
+"""What a reader reviews: the HTML QC report of one segmentation."""

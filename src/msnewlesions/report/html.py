@@ -1,0 +1,162 @@
+"""``report.html``: one self-contained page (images embedded) to verify a segmentation offline.
+
+The page opens with the verdict (number of new lesions, total volume) and the preprocessing QC
+figures, with a visible warning for any borderline check; then, for each new lesion, a row of
+axial views through its centre on the registered, preprocessed images: baseline, follow-up, and
+follow-up with the lesion outlined, with its volume and position. A patient without new lesions
+gets a page that says so plainly. Every finding needs expert review: the page says that too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from msnewlesions.io import Volume
+from msnewlesions.postprocessing import Lesion
+
+#: Half the side of the square shown around each lesion, in mm (the grid is 1 mm).
+VIEW_HALF_WIDTH_MM = 40
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;
+max-width:1100px}
+h1{font-size:1.6rem;margin-bottom:.2rem} .muted{color:#666}
+.verdict{font-size:1.3rem;padding:.8rem 1rem;border-radius:8px;background:#eef5ff;margin:1rem 0}
+.none{background:#eefaf0}
+.warning{background:#fff4e5;border-left:5px solid #f0a020;padding:.6rem 1rem;margin:.5rem 0}
+table.qc{border-collapse:collapse;margin:.5rem 0 1.5rem}
+table.qc td{padding:.2rem 1rem .2rem 0}
+.lesion{margin:1.2rem 0;padding-top:.6rem;border-top:1px solid #ddd}
+.views{display:flex;gap:.6rem;flex-wrap:wrap} .views figure{margin:0}
+.views img{width:240px;height:240px;image-rendering:pixelated;border-radius:4px}
+figcaption{text-align:center;font-size:.85rem;color:#444}
+"""
+
+
+def _png(slice_array: np.ndarray, outline: np.ndarray | None = None) -> str:
+    """A base64 PNG of one axial slice of a RAS array: anterior at the top, the patient's right
+    on the viewer's right (neurological convention)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(2.4, 2.4), dpi=100)
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.imshow(np.rot90(slice_array), cmap="gray", vmin=-2.5, vmax=4.0, interpolation="nearest")
+    if outline is not None and outline.any():
+        axis.contour(
+            np.rot90(outline.astype(float)), levels=[0.5], colors="#ff3b30", linewidths=1.2
+        )
+    axis.set_axis_off()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _window(volume: Volume, centre_index: np.ndarray) -> tuple[slice, slice, int]:
+    half = round(VIEW_HALF_WIDTH_MM / float(volume.spacing[0]))
+    i, j, k = (round(float(v)) for v in centre_index)
+    k = min(max(k, 0), volume.shape[2] - 1)
+    return (
+        slice(max(i - half, 0), min(i + half, volume.shape[0])),
+        slice(max(j - half, 0), min(j + half, volume.shape[1])),
+        k,
+    )
+
+
+def lesion_views(
+    lesion: Lesion, baseline: Volume, followup: Volume, labels: Volume
+) -> tuple[str, str, str]:
+    """Three base64 PNGs through the lesion's centre: baseline, follow-up, follow-up + outline."""
+    centre = baseline.world_to_index(np.array([lesion.centroid_mni_mm]))[0]
+    rows, columns, k = _window(baseline, centre)
+    region = (rows, columns, k)
+    outline = labels.array[region] == lesion.lesion_id
+    return (
+        _png(baseline.array[region]),
+        _png(followup.array[region]),
+        _png(followup.array[region], outline),
+    )
+
+
+def _qc_rows(summary: dict[str, Any]) -> str:
+    qc = summary.get("qc", {})
+    items = [
+        ("Timepoint correlation in the brain", qc.get("timepoint_correlation_in_brain")),
+        ("Brain overlap with the MNI template (Dice)", qc.get("brain_mask_template_dice")),
+        ("Brain volume (ml)", qc.get("brain_volume_ml")),
+        ("Registration refinement (mm)", qc.get("registration_refinement_shift_mm")),
+        ("Voxel size baseline (mm)", qc.get("voxel_size_mm", {}).get("baseline_in")),
+        ("Voxel size follow-up (mm)", qc.get("voxel_size_mm", {}).get("followup_in")),
+    ]
+    return "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(value))}</td></tr>"
+        for name, value in items
+        if value is not None
+    )
+
+
+def render_report(
+    summary: dict[str, Any],
+    lesions: list[Lesion],
+    baseline: Volume,
+    followup: Volume,
+    labels: Volume,
+) -> str:
+    """The whole page as a string (``baseline``, ``followup``, ``labels``: the MNI grid)."""
+    count = len(lesions)
+    total = sum(lesion.volume_mm3 for lesion in lesions)
+    inputs = summary.get("inputs", {})
+    names = " / ".join(html.escape(str(v.get("path", ""))) for v in inputs.values())
+    if count == 0:
+        verdict = '<div class="verdict none">No new lesion was found.</div>'
+    else:
+        verdict = (
+            f'<div class="verdict"><b>{count}</b> new lesion{"s" if count != 1 else ""}, '
+            f"total volume <b>{total:.0f} mm&sup3;</b> ({total / 1000:.2f} ml)</div>"
+        )
+    warnings = "".join(
+        f'<div class="warning">&#9888; {html.escape(str(w))}</div>'
+        for w in summary.get("warnings", [])
+    )
+    sections = []
+    for lesion in lesions:
+        before, after, outlined = lesion_views(lesion, baseline, followup, labels)
+        x, y, z = lesion.centroid_mni_mm
+        nx, ny, nz = lesion.centroid_native_mm
+        sections.append(
+            f'<section class="lesion" id="lesion-{lesion.lesion_id}">'
+            f"<h3>Lesion {lesion.lesion_id}: {lesion.volume_mm3:.0f} mm&sup3;</h3>"
+            f'<p class="muted">Centre MNI ({x:.0f}, {y:.0f}, {z:.0f}) mm; on the follow-up scan '
+            f"({nx:.1f}, {ny:.1f}, {nz:.1f}) mm (RAS); maximum probability "
+            f'{lesion.max_probability:.2f}</p><div class="views">'
+            f'<figure><img alt="baseline" src="data:image/png;base64,{before}">'
+            "<figcaption>baseline</figcaption></figure>"
+            f'<figure><img alt="follow-up" src="data:image/png;base64,{after}">'
+            "<figcaption>follow-up</figcaption></figure>"
+            f'<figure><img alt="follow-up with the lesion outlined" '
+            f'src="data:image/png;base64,{outlined}">'
+            "<figcaption>follow-up, lesion outlined</figcaption></figure></div></section>"
+        )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<title>msnewlesions report</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<h1>New MS lesions: review report</h1>"
+        f'<p class="muted">{names}</p>'
+        f"{verdict}{warnings}"
+        '<p class="muted">A research support tool: every finding needs expert review. Views are '
+        "axial, on the registered and preprocessed images (MNI space; neurological convention: the "
+        "patient's right on the right); the mask on the follow-up's own grid is "
+        "new_lesions.nii.gz.</p>"
+        f'<h2>Quality checks</h2><table class="qc">{_qc_rows(summary)}</table>'
+        + ("<h2>New lesions</h2>" + "".join(sections) if sections else "")
+        + "</body></html>\n"
+    )

@@ -1,0 +1,88 @@
+"""report.html: self-contained, says what it found, and renders in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msnewlesions.io import Volume
+from msnewlesions.postprocessing import lesion_labels, lesion_table
+from msnewlesions.preprocessing import registration
+from msnewlesions.report.html import render_report
+
+AFFINE = np.array([[1.0, 0, 0, -60], [0, 1, 0, -70], [0, 0, 1, -50], [0, 0, 0, 1]])
+
+
+def volumes() -> tuple[Volume, Volume, Volume, list]:
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(0, 1, (120, 140, 100)).astype(np.float32)
+    followup = baseline + rng.normal(0, 0.2, baseline.shape).astype(np.float32)
+    probability = np.zeros(baseline.shape, np.float32)
+    for centre, radius in (((40, 50, 50), 4), ((80, 90, 40), 2.5)):
+        grid = np.indices(baseline.shape) - np.array(centre)[:, None, None, None]
+        ball = (grid**2).sum(0) <= radius**2
+        followup[ball] += 3.0
+        probability[ball] = 0.9
+    labels, _ = lesion_labels(Volume(probability, AFFINE))
+    identity = registration.transform_from_matrix(np.eye(4))
+    table = lesion_table(labels, labels, Volume(probability, AFFINE), identity)
+    return Volume(baseline, AFFINE), Volume(followup, AFFINE), labels, table
+
+
+SUMMARY = {
+    "inputs": {"baseline": {"path": "b.nii.gz"}, "followup": {"path": "f.nii.gz"}},
+    "qc": {"timepoint_correlation_in_brain": 0.42, "brain_volume_ml": 1300.0},
+    "warnings": ["the two timepoints correlate weakly inside the brain (0.42)"],
+}
+
+
+def test_report_is_self_contained_with_three_views_per_lesion() -> None:
+    baseline, followup, labels, table = volumes()
+    page = render_report(SUMMARY, table, baseline, followup, labels)
+    assert "<b>2</b> new lesions" in page
+    assert page.count('class="lesion"') == 2
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 6
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched: opens offline
+    assert 'class="warning"' in page and "correlate weakly" in page
+    assert "expert review" in page
+
+
+def test_a_patient_without_new_lesions_is_told_so_plainly() -> None:
+    baseline, followup, labels, _ = volumes()
+    page = render_report({"qc": {}}, [], baseline, followup, labels.with_array(labels.array * 0))
+    assert "No new lesion was found." in page and "data:image/png" not in page
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian package chromium)")
+    baseline, followup, labels, table = volumes()
+    page = tmp_path / "report.html"
+    page.write_text(render_report(SUMMARY, table, baseline, followup, labels), encoding="utf-8")
+    screenshot = tmp_path / "report.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1100,1400",
+        f"--screenshot={screenshot}",
+        page.as_uri(),
+    ]
+    subprocess.run([browser, *flags], check=True, capture_output=True, timeout=120)
+    data = screenshot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
