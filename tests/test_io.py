@@ -71,6 +71,25 @@ def test_a_mask_written_on_an_input_grid_copies_its_header_codes(tmp_path: Path)
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
 
 
+def test_a_mask_on_an_input_grid_keeps_its_differing_sform_and_qform(tmp_path: Path) -> None:
+    sform = oblique_affine()
+    qform = sform.copy()
+    qform[:3, 3] += [0.3, -0.2, 0.1]  # a scanner qform that differs slightly from the sform
+    source = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), sform)
+    source.set_sform(sform, code=2)
+    source.set_qform(qform, code=1)
+    nib.save(source, tmp_path / "in.nii.gz")
+    volume = read_volume(tmp_path / "in.nii.gz")
+    write_volume(volume.with_array(np.zeros((4, 4, 4), np.uint8)), tmp_path / "mask.nii.gz")
+    written = nib.load(tmp_path / "mask.nii.gz").header
+    original = nib.load(tmp_path / "in.nii.gz").header
+    for get in ("get_sform", "get_qform"):
+        matrix, code = getattr(written, get)(coded=True)
+        expected, expected_code = getattr(original, get)(coded=True)
+        np.testing.assert_allclose(matrix, expected, atol=1e-5)
+        assert code == expected_code
+
+
 def test_dicom_series_folder_reads_with_its_geometry(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     array = (rng.random((8, 9, 5)) * 1000).astype(np.int16)

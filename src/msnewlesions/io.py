@@ -221,6 +221,12 @@ def check_scan(volume: Volume, name: str) -> None:
         raise MSNewLesionsError(f"{name} has shape {volume.shape}; a 3-D volume is expected.")
 
 
+def _on_header_grid(volume: Volume, header: nib.Nifti1Header | None) -> bool:
+    if header is None or (int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0):
+        return False
+    return bool(np.allclose(header.get_best_affine(), volume.affine, atol=1e-5))
+
+
 def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> None:
     """Write a volume to NIfTI with its affine exact (sform and qform both set, code scanner).
 
@@ -234,10 +240,18 @@ def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None
     header = volume.header.copy() if volume.header is not None else None
     image = nib.Nifti1Image(array, volume.affine, header=header)
     image.header.set_data_dtype(array.dtype)
-    sform_code = int(header["sform_code"]) if header is not None else 0
-    qform_code = int(header["qform_code"]) if header is not None else 0
-    image.set_sform(volume.affine, code=sform_code or 1)
-    image.set_qform(volume.affine, code=qform_code or 1)
+    if _on_header_grid(volume, header):
+        # Still on the input's grid: copy its sform and qform (and codes) exactly as they were,
+        # even where the two differ, so tools that prefer either see the input's geometry.
+        sform, sform_code = header.get_sform(coded=True)
+        qform, qform_code = header.get_qform(coded=True)
+        image.set_sform(sform, code=int(sform_code))
+        image.set_qform(qform, code=int(qform_code))
+    else:
+        sform_code = int(header["sform_code"]) if header is not None else 0
+        qform_code = int(header["qform_code"]) if header is not None else 0
+        image.set_sform(volume.affine, code=sform_code or 1)
+        image.set_qform(volume.affine, code=qform_code or 1)
     image.header.set_slope_inter(1.0, 0.0)
     image.header.set_xyzt_units("mm", "sec")
     nib.save(image, str(path))
