@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
@@ -315,25 +315,26 @@ def predict(
         )
 
 
-def _predict(
+def _load_predictor(
     model: Path,
-    input_folder: str | Path,
-    output_folder: str | Path,
     folds: Sequence[int | str] | None,
     device: str,
     test_time_augmentation: bool,
-    save_probabilities: bool,
     checkpoint: str,
-) -> None:
+) -> tuple[Any, list[str]]:
+    """nnU-Net's predictor with the model's weights loaded (the chosen folds, all by default)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
     available = [p.name.removeprefix("fold_") for p in sorted(model.glob("fold_*"))]
     chosen = [str(f) for f in folds] if folds else available
     missing = [f for f in chosen if not (model / f"fold_{f}" / checkpoint).exists()]
-    if missing:
+    if not chosen or missing:
         raise MSNewLesionsError(
-            f"{model} has no {checkpoint} for fold(s) {', '.join(missing)}; train them first."
+            f"{model} has no {checkpoint} for fold(s) {', '.join(missing) or '(none)'}; "
+            "train them first."
         )
     with nnunet_environment(), _quiet():
         predictor = nnUNetPredictor(
@@ -351,6 +352,21 @@ def _predict(
             use_folds=tuple(f if f == "all" else int(f) for f in chosen),
             checkpoint_name=checkpoint,
         )
+    return predictor, chosen
+
+
+def _predict(
+    model: Path,
+    input_folder: str | Path,
+    output_folder: str | Path,
+    folds: Sequence[int | str] | None,
+    device: str,
+    test_time_augmentation: bool,
+    save_probabilities: bool,
+    checkpoint: str,
+) -> None:
+    predictor, _ = _load_predictor(model, folds, device, test_time_augmentation, checkpoint)
+    with nnunet_environment(), _quiet():
         predictor.predict_from_files(
             str(input_folder),
             str(output_folder),
@@ -376,40 +392,10 @@ class NewLesionPredictor:
         test_time_augmentation: bool = False,
         checkpoint: str = "checkpoint_final.pth",
     ) -> None:
-        import torch
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
-        self._opened = open_model(model)
-        folder = self._opened.__enter__()
-        try:
-            available = [p.name.removeprefix("fold_") for p in sorted(folder.glob("fold_*"))]
-            chosen = [str(f) for f in folds] if folds else available
-            missing = [f for f in chosen if not (folder / f"fold_{f}" / checkpoint).exists()]
-            if not chosen or missing:
-                raise MSNewLesionsError(
-                    f"{model} has no {checkpoint} for fold(s) {', '.join(missing) or '(none)'}."
-                )
-            with nnunet_environment(), _quiet():
-                self._predictor = nnUNetPredictor(
-                    tile_step_size=0.5,
-                    use_gaussian=True,
-                    use_mirroring=test_time_augmentation,
-                    perform_everything_on_device=device == "cuda",
-                    device=torch.device(device),
-                    verbose=False,
-                    verbose_preprocessing=False,
-                    allow_tqdm=False,
-                )
-                self._predictor.initialize_from_trained_model_folder(
-                    str(folder),
-                    use_folds=tuple(f if f == "all" else int(f) for f in chosen),
-                    checkpoint_name=checkpoint,
-                )
-        finally:
-            self._opened.__exit__(None, None, None)  # weights are in memory now
-        self.folds = chosen
+        with open_model(model) as folder:  # a zip is unpacked only while the weights load
+            self._predictor, self.folds = _load_predictor(
+                folder, folds, device, test_time_augmentation, checkpoint
+            )
 
     def probability(self, baseline: Volume, followup: Volume) -> Volume:
         """The new-lesion probability map (float32) on the pair's (preprocessed) grid."""
