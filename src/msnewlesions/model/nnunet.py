@@ -126,8 +126,23 @@ def write_dataset_json(dataset_folder: str | Path, num_training: int) -> None:
     Path(dataset_folder, "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
 
 
-def verify_dataset(raw_root: str | Path, dataset_id: int, num_processes: int = 1) -> None:
-    """nnU-Net's own integrity check of a raw dataset; raises MSNewLesionsError if it fails."""
+def _in_fresh_process(function: Any, *arguments: Any) -> Any:
+    """Run ``function`` in a newly spawned process and return its result (errors re-raised).
+
+    Parts of nnU-Net open multiprocessing pools with the default *fork* start method. Forking a
+    process that already runs threads (torch, SimpleITK: every preprocessing does) can copy a
+    held lock into the child and hang it for ever - seen here, intermittently, in nnU-Net's
+    dataset integrity check. A freshly spawned process has no such threads.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        return executor.submit(function, *arguments).result()
+
+
+def _verify_job(raw_root: str, dataset_id: int, num_processes: int) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     folder = Path(raw_root) / dataset_name(dataset_id)
@@ -135,7 +150,12 @@ def verify_dataset(raw_root: str | Path, dataset_id: int, num_processes: int = 1
         try:
             verify_dataset_integrity(str(folder), num_processes)
         except (AssertionError, RuntimeError) as error:
-            raise MSNewLesionsError(f"{folder} fails nnU-Net's integrity check: {error}") from error
+            raise MSNewLesionsError(f"{folder} fails nnU-Net's integrity check: {error}") from None
+
+
+def verify_dataset(raw_root: str | Path, dataset_id: int, num_processes: int = 1) -> None:
+    """nnU-Net's own integrity check of a raw dataset; raises MSNewLesionsError if it fails."""
+    _in_fresh_process(_verify_job, str(raw_root), dataset_id, num_processes)
 
 
 def cpu_plans(plans: dict) -> dict:
@@ -165,7 +185,22 @@ def plan_and_preprocess(
     dataset_id: int,
     num_processes: int = 1,
 ) -> None:
-    """Fingerprint, plan (default and cpu plans) and preprocess a raw dataset for 3d_fullres."""
+    """Fingerprint, plan (default and cpu plans) and preprocess a raw dataset for 3d_fullres.
+
+    Runs in a freshly spawned process (see :func:`_in_fresh_process`).
+    """
+    logger.info(
+        "nnU-Net: fingerprint, integrity check, plans and preprocessing of %s",
+        dataset_name(dataset_id),
+    )
+    _in_fresh_process(
+        _plan_and_preprocess_job, str(raw_root), str(preprocessed_root), dataset_id, num_processes
+    )
+
+
+def _plan_and_preprocess_job(
+    raw_root: str, preprocessed_root: str, dataset_id: int, num_processes: int
+) -> None:
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
