@@ -190,6 +190,54 @@ def dataset(
 
 
 @app.command()
+def synthesize(
+    open_ms_data: Annotated[
+        Path, typer.Option("--open-ms-data", help="The open_ms_data folder (real anatomy, masks).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="nnU-Net raw folder (created or resumed).")],
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the prepared anatomy [default: OUT/../anatomy]."),
+    ] = None,
+    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset number.")] = 510,
+    pairs: Annotated[int, typer.Option(help="Training pairs per training scan.")] = 12,
+    holdout_pairs: Annotated[int, typer.Option(help="Validation pairs per hold-out scan.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2026,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Make synthetic training pairs: real anatomy + real lesion shapes (see model/synthesis.py).
+
+    Scans of the hold-out patients (the two complete real pairs) become validation pairs only
+    (fold 0's split); every other FLAIR becomes training pairs. Resumes where it stopped.
+    """
+    _configure_logging(verbose, quiet)
+    from msnewlesions.model import nnunet, synthesis
+
+    sources, masks = synthesis.open_ms_data_sources(open_ms_data)
+    cache = cache or out.parent / "anatomy"
+    library = synthesis.lesion_library(masks)
+    training, holdout = [], []
+    for index, source in enumerate(sources):
+        anatomy = synthesis.prepare_anatomy(source, cache)
+        role = holdout if source.patient in synthesis.HOLDOUT_PATIENTS else training
+        role.append((index, anatomy))
+    folder = synthesis.write_synthetic_dataset(
+        out / nnunet.dataset_name(dataset_id),
+        training,
+        holdout,
+        library,
+        pairs,
+        holdout_pairs,
+        seed,
+    )
+    typer.echo(
+        f"{folder}: {len(training) * pairs} training and {len(holdout) * holdout_pairs} "
+        "hold-out pairs"
+    )
+
+
+@app.command()
 def train(
     dataset: Annotated[Path, typer.Option("--dataset", help="nnU-Net raw dataset folder.")],
     fold: Annotated[str, typer.Option(help="Fold 0-4, or all.")],
@@ -207,6 +255,12 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
     iterations: Annotated[
         int | None, typer.Option(help="Iterations per epoch [default: 250].")
+    ] = None,
+    validation_iterations: Annotated[
+        int | None, typer.Option(help="Validation batches per epoch [default: 50].")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Epochs between checkpoints [default: 25].")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
     verbose: Verbose = False,
@@ -231,6 +285,8 @@ def train(
         resume=resume,
         epochs=epochs,
         iterations_per_epoch=iterations,
+        validation_iterations=validation_iterations,
+        checkpoint_every=checkpoint_every,
     )
     typer.echo(f"trained: {folder}")
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build the synthetic dataset and train the default model (cpu plans) in the background.
+#
+#   scripts/train_default_model.sh [WORK]      (WORK defaults to ../work/default_model)
+#
+# Safe to run again at any time: the dataset resumes where it stopped, and training continues from
+# checkpoint_latest.pth (epoch counter, optimizer and learning-rate rule included). The process is
+# detached (setsid + nohup), so it outlives the shell that started it; progress goes to
+# WORK/train.log and nnU-Net's own log beside the checkpoints. It needs ../shared/data/open_ms_data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK="${1:-../work/default_model}"
+DATA="${OPEN_MS_DATA:-../shared/data/open_ms_data}"
+EPOCHS="${EPOCHS:-40}"
+mkdir -p "$WORK"
+FOLD="$WORK/nnunet/results/Dataset510_MSNewLesions/nnUNetTrainerMSNewLesions__nnUNetPlans_cpu__3d_fullres/fold_0"
+RESUME=""
+if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then RESUME="--resume"; fi
+setsid nohup bash -c "
+  .venv/bin/msnewlesions synthesize --open-ms-data '$DATA' --out '$WORK/raw' --cache '$WORK/anatomy' &&
+  .venv/bin/msnewlesions train --dataset '$WORK/raw/Dataset510_MSNewLesions' --fold 0 \
+    --work '$WORK/nnunet' --config cpu --epochs $EPOCHS --iterations 250 \
+    --validation-iterations 20 --checkpoint-every 1 $RESUME
+" >> "$WORK/train.log" 2>&1 < /dev/null &
+echo "training in the background (pid $!); log: $WORK/train.log"

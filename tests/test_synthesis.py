@@ -1,0 +1,181 @@
+"""Synthetic pairs: where the new lesions land, their volumes, old lesions that fade, determinism."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from msnewlesions import template
+from msnewlesions.example import flair_like
+from msnewlesions.model import synthesis
+from msnewlesions.model.synthesis import LesionShape, SynthesisSettings
+
+SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
+#: A second acquisition identical to the first: no reslicing, blur, bias, gamma, noise or motion.
+SAME_ACQUISITION = SynthesisSettings(
+    reslice_probability=0.0,
+    noise_range=(0.0, 0.0),
+    blur_sigma_mm=(0.0, 0.0),
+    bias_amplitude=0.0,
+    gamma_range=(1.0, 1.0),
+    fade_pair_probability=0.0,
+)
+
+
+def ball(radius: int) -> np.ndarray:
+    grid = np.mgrid[-radius : radius + 1, -radius : radius + 1, -radius : radius + 1]
+    return (grid**2).sum(axis=0) <= radius**2
+
+
+def deep_white_matter_points(count: int, seed: int) -> np.ndarray:
+    deep = ndimage.binary_erosion(template.mni_white_matter().array > 0.9, iterations=4)
+    points = np.argwhere(deep)
+    return points[np.random.default_rng(seed).choice(len(points), count, replace=False)]
+
+
+@pytest.fixture(scope="module")
+def anatomy() -> synthesis.Anatomy:
+    """The template's FLAIR-like head with four bright old lesions (balls of radius 3)."""
+    image = flair_like(seed=3).array
+    brain = template.mni_brain_mask().array > 0
+    old = np.zeros(brain.shape, dtype=bool)
+    for point in deep_white_matter_points(4, seed=11):
+        box = tuple(slice(p - 3, p + 4) for p in point)
+        old[box] |= ball(3)
+    image = np.where(old, 1.6 * 600, image)
+    return synthesis._finish_anatomy("example", image, brain, old)
+
+
+@pytest.fixture(scope="module")
+def library() -> list[LesionShape]:
+    """Balls of 7, 33, 123 and 257 voxels, positioned in deep white matter of the template."""
+    shapes = []
+    for index, point in enumerate(deep_white_matter_points(40, seed=5)):
+        mask = ball([1, 2, 3, 4][index % 4])
+        corner = tuple(int(p) - mask.shape[0] // 2 for p in point)
+        shapes.append(LesionShape(mask, corner, f"ball{index}"))
+    return shapes
+
+
+def test_the_anatomy_is_scaled_to_white_matter_and_knows_its_lesion_level(anatomy) -> None:
+    white_matter = template.mni_white_matter().array > 0.9
+    inside = white_matter & (anatomy.brain_mask.array > 0) & (anatomy.old_lesions.array == 0)
+    assert np.median(anatomy.image.array[inside]) == pytest.approx(1.0, abs=0.01)
+    # flair_like draws white matter at 600 and the old lesions at 960: 1.6 x white matter.
+    assert anatomy.lesion_ratio == pytest.approx(1.6, abs=0.05)
+
+
+def test_new_lesions_land_in_brain_white_matter_with_the_shapes_volumes(anatomy, library) -> None:
+    pair = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 0), SAME_ACQUISITION, 6, misalignment=False
+    )
+    label = pair.new_lesions.array > 0
+    components, count = ndimage.label(label, structure=SIX_CONNECTED)
+    placed = pair.info["new_lesions"]
+    assert count == len(placed) == 6
+    volumes = sorted(np.bincount(components.ravel())[1:].tolist())
+    assert volumes == sorted(lesion["voxels"] for lesion in placed)
+    assert set(volumes) <= {7, 33, 123, 257}
+    assert (pair.brain_mask.array[label] > 0).all()
+    box = synthesis.brain_bounding_box(anatomy.brain_mask, 5.0)
+    assert template.mni_white_matter().array[box][label].mean() > 0.35
+    # Hyperintense at the follow-up only, and unchanged elsewhere (same acquisition, no motion).
+    difference = pair.followup.array - pair.baseline.array
+    assert np.median(difference[label]) > 1.0
+    far = ~ndimage.binary_dilation(label, iterations=3) & (pair.brain_mask.array > 0)
+    assert np.abs(difference[far]).max() < 0.05
+    assert not (label & (np.asarray(anatomy.old_lesions.array[box]) > 0)).any()
+
+
+def test_old_lesions_that_shrink_or_fade_lose_signal_and_carry_no_label(anatomy, library) -> None:
+    settings = replace(SAME_ACQUISITION, fade_pair_probability=1.0, fade_lesion_probability=1.0)
+    pair = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 1), settings, 3, misalignment=False
+    )
+    faded = pair.faded_old_lesions.array > 0
+    assert faded.sum() > 50
+    assert not (pair.new_lesions.array[faded] > 0).any()
+    difference = pair.followup.array - pair.baseline.array
+    assert np.median(difference[faded]) < -1.0
+
+
+def test_a_pair_depends_only_on_its_seed(anatomy, library) -> None:
+    first = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(7, 1, 2))
+    again = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(7, 1, 2))
+    other = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(7, 1, 3))
+    np.testing.assert_array_equal(first.followup.array, again.followup.array)
+    np.testing.assert_array_equal(first.new_lesions.array, again.new_lesions.array)
+    assert first.info == again.info
+    assert not np.array_equal(first.baseline.array, other.baseline.array)
+
+
+def test_the_second_acquisition_differs_within_the_asked_limits(anatomy, library) -> None:
+    settings = replace(SynthesisSettings(), reslice_probability=1.0)
+    pair = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(1, 0, 0), settings, 4)
+    motion = pair.info["followup_motion"]
+    assert motion["translation_mm"] <= 0.5
+    assert max(abs(a) for a in motion["rotation_degrees"]) <= 0.5
+    for acquisition in ("baseline_acquisition", "followup_acquisition"):
+        assert 3.0 <= pair.info[acquisition]["reslice"]["thickness_mm"] <= 5.0
+    # The motion moves the label with the image: it keeps its volume to within a few percent.
+    assert pair.new_lesions.array.sum() == pytest.approx(
+        sum(lesion["voxels"] for lesion in pair.info["new_lesions"]), rel=0.15
+    )
+    brain = pair.brain_mask.array > 0
+    correlation = np.corrcoef(pair.baseline.array[brain], pair.followup.array[brain])[0, 1]
+    assert 0.6 < correlation < 0.99
+
+
+def test_reslicing_spreads_a_thin_slab_over_the_slice_thickness() -> None:
+    image = np.zeros((8, 8, 60), dtype=np.float32)
+    image[:, :, 30] = 1.0
+    profile = synthesis.reslice(image, axis=2, thickness_mm=4.0)[4, 4]
+    assert profile.sum() == pytest.approx(1.0, abs=0.15)
+    assert (profile > profile.max() / 2).sum() >= 3
+    flat = synthesis.reslice(np.ones((8, 8, 60), dtype=np.float32), axis=2, thickness_mm=4.0)
+    np.testing.assert_allclose(flat[:, :, 8:-8], 1.0, atol=1e-3)
+
+
+def test_the_dataset_is_written_resumably_with_a_hold_out_split(
+    anatomy, library, tmp_path: Path
+) -> None:
+    folder = tmp_path / "Dataset599_MSNewLesions"
+    other = replace(anatomy, name="other")
+    arguments = ([(0, anatomy)], [(1, other)], library, 2, 1, 5)
+    synthesis.write_synthetic_dataset(folder, *arguments)
+    labels = sorted(p.name for p in (folder / "labelsTr").glob("*.nii.gz"))
+    assert len(labels) == 3
+    assert len(list((folder / "imagesTr").glob("*.nii.gz"))) == 6
+    split = json.loads((folder / "splits_final.json").read_text())
+    assert len(split) == 1
+    assert split[0]["val"] == ["other-synthetic000"]
+    assert len(split[0]["train"]) == 2
+    first_write = (folder / "labelsTr" / labels[0]).stat().st_mtime_ns
+    synthesis.write_synthetic_dataset(folder, *arguments)
+    assert (folder / "labelsTr" / labels[0]).stat().st_mtime_ns == first_write
+
+
+@pytest.mark.real_data
+def test_the_real_lesion_library_and_a_real_anatomy(open_ms_data: Path) -> None:
+    sources, masks = synthesis.open_ms_data_sources(open_ms_data)
+    assert len(sources) == 10
+    assert len(masks) >= 29
+    library = synthesis.lesion_library(masks[:5])
+    volumes = np.array([shape.voxels for shape in library])
+    assert volumes.min() >= 5
+    assert volumes.max() <= 8000
+    source = next(s for s in sources if s.in_mni)
+    anatomy = synthesis.anatomy_from_mni_scan(source.name, source.flair, source.lesion_mask)
+    assert 900_000 < anatomy.brain_mask.array.sum() < 1_600_000
+    assert 1.2 < anatomy.lesion_ratio < 1.8
+    pair = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(0, 0, 0), None, 5)
+    label = pair.new_lesions.array > 0
+    assert label.any()
+    assert (pair.brain_mask.array[label] > 0).all()
+    # Real lesions are brighter than the brain at the follow-up (z-scores).
+    assert np.median(pair.followup.array[label]) > np.median(pair.followup.array[~label]) + 0.5
