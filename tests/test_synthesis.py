@@ -1,4 +1,4 @@
-"""Synthetic pairs: where the new lesions land, their volumes, old lesions that fade, determinism."""
+"""Synthetic pairs: where new lesions land, their volumes, old lesions that fade, determinism."""
 
 from __future__ import annotations
 
