@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +17,8 @@ import pytest
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import read_volume
 from msnewlesions.postprocessing import lesion_labels
+from msnewlesions.preprocessing.registration import read_transform
+from msnewlesions.validation import mask_agreement
 from tests.conftest import run_cli
 
 
@@ -38,6 +44,8 @@ def segmented(
 def test_segment_writes_every_output(segmented: Path) -> None:
     names = sorted(p.name for p in segmented.iterdir())
     assert names == [
+        "baseline_to_mni.tfm",
+        "followup_to_mni.tfm",
         "lesions.csv",
         "new_lesions.nii.gz",
         "new_lesions_mni.nii.gz",
@@ -81,8 +89,13 @@ def test_msseg2_container_form_writes_just_the_mask(
 
 
 def test_without_a_model_segment_says_how_to_get_one(
-    example: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    example: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # An installation whose package holds no model (as before the default model was trained).
+    monkeypatch.setattr("msnewlesions.segment.DEFAULT_MODEL", tmp_path / "no_model_here")
     argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "out")], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1
@@ -97,3 +110,75 @@ def test_an_unknown_model_path_is_refused(
         [*argv, "--out", str(tmp_path / "o"), "--model", str(tmp_path / "x")], capsys
     )
     assert code == 1 and "does not exist" in err
+
+
+def test_a_model_with_one_input_channel_is_refused(
+    chain: dict, example: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "one_channel_model"
+    shutil.copytree(chain["fold"].parent, model)
+    dataset = json.loads((model / "dataset.json").read_text())
+    dataset["channel_names"] = {"0": "FLAIR"}
+    (model / "dataset.json").write_text(json.dumps(dataset))
+    argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "o"), "--model", str(model)], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "takes 1 input channel" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_segment_leaves_nothing_partial(
+    chain: dict, example: dict[str, str], tmp_path: Path, signal_number: int
+) -> None:
+    out = tmp_path / "result"
+    argv = [sys.executable, "-m", "msnewlesions.cli", "segment"]
+    argv += ["--baseline", example["baseline"], "--followup", example["followup"]]
+    argv += ["--out", str(out), "--model", str(chain["fold"].parent)]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # halfway: once the skull stripping has started
+        if "[3/7]" in line:
+            process.send_signal(signal_number)
+            break
+    assert process.wait(timeout=120) != 0
+    assert "interrupted" in process.stderr.read()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_overwrite_keeps_the_previous_result(
+    segmented: Path,
+    chain: dict,
+    example: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    previous = tmp_path / "result"
+    shutil.copytree(segmented, previous)
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+
+    def interrupted_while_writing(*args: object, **kwargs: object) -> str:
+        assert any(tmp_path.glob(".result.partial-*/new_lesions.nii.gz"))  # writing has begun
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("msnewlesions.segment.render_report", interrupted_while_writing)
+    argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
+    argv += ["--out", str(previous), "--model", str(chain["fold"].parent), "--overwrite", "-q"]
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0 and "interrupted" in err
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
+
+
+def test_the_native_mask_agrees_with_the_mni_mask_through_the_saved_transform(
+    segmented: Path,
+) -> None:
+    agreement = mask_agreement(
+        read_volume(segmented / "new_lesions.nii.gz"),
+        read_volume(segmented / "new_lesions_mni.nii.gz"),
+        read_transform(segmented / "followup_to_mni.tfm"),
+    )
+    assert agreement.centroid_distance_mm, "the model marked nothing to compare"
+    assert agreement.native_voxels_in_mni_lesions > 0.99
+    large = [d for k, d in agreement.centroid_distance_mm.items() if agreement.volume_mm3[k] > 30]
+    assert large and max(large) < 1.5

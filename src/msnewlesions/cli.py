@@ -422,6 +422,9 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+INTERRUPTED = "error: interrupted; no output was written (an existing output is left as it was)."
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     _interrupt_on_sigterm()
@@ -431,10 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {error}", err=True)
         return 1
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; no output was written.", err=True)
+        typer.echo(INTERRUPTED, err=True)
         return 130
     except SystemExit as exit_:
         code = exit_.code
+        if code == 130:  # typer turns Ctrl-C (and our SIGTERM) into a silent exit 130
+            typer.echo(INTERRUPTED, err=True)
         return code if isinstance(code, int) else (0 if code is None else 1)
     return 0
 

@@ -3,7 +3,9 @@
 preprocess (registration, HD-BET, N4, crop, z-score) -> nnU-Net probability in MNI space ->
 threshold and minimum lesion size -> lesions numbered in MNI -> mask on the follow-up's native grid
 through the saved transform. Outputs (DESIGN.md): ``new_lesions.nii.gz`` (uint8, the follow-up's
-shape and affine), ``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``, ``report.html``.
+shape and affine), ``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``, ``report.html``,
+and ``baseline_to_mni.tfm`` / ``followup_to_mni.tfm`` (ITK files; each maps MNI points to that
+native scan, as ``preprocess`` writes them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from msnewlesions.io import (
     write_volume,
 )
 from msnewlesions.postprocessing import Lesion, lesion_labels, lesion_table, to_native
+from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.pipeline import (
     PreprocessedPair,
     PreprocessOptions,
@@ -137,6 +140,13 @@ def summary_of(
 
 def write_segmentation(result: Segmentation, summary: dict[str, Any], folder: Path) -> None:
     write_volume(result.new_lesions, folder / "new_lesions.nii.gz", np.uint8)
+    # The transforms that carry the MNI results to the native scans (and back, inverted).
+    registration.write_transform(
+        result.preprocessed.baseline_to_mni, folder / "baseline_to_mni.tfm"
+    )
+    registration.write_transform(
+        result.preprocessed.followup_to_mni, folder / "followup_to_mni.tfm"
+    )
     mni_mask = result.labels_mni.with_array((result.labels_mni.array > 0).astype(np.uint8))
     write_volume(mni_mask, folder / "new_lesions_mni.nii.gz", np.uint8)
     rows = [lesion.as_row() for lesion in result.lesions]

@@ -144,3 +144,47 @@ def check_against_reference(pair: OpenMSPair, preprocessed: object) -> PairCheck
         brain_mask_dice=dice(ours, expert_brain.array),
         change_voxels_in_mask=coverage,
     )
+
+
+@dataclass(frozen=True)
+class MaskAgreement:
+    """How a native-grid mask agrees with the MNI mask it was carried from."""
+
+    #: Per MNI lesion (6-connected): distance (mm) between its centroid and the centroid of the
+    #: native voxels that fall in it, carried into MNI space; NaN when no native voxel does.
+    centroid_distance_mm: dict[int, float]
+    #: Volume (mm3) of each MNI lesion.
+    volume_mm3: dict[int, float]
+    #: Fraction of the native mask's voxels whose centre lands in an MNI lesion.
+    native_voxels_in_mni_lesions: float
+
+
+def mask_agreement(
+    native_mask: Volume, mni_mask: Volume, followup_to_mni: sitk.Transform
+) -> MaskAgreement:
+    """Check a native mask against the MNI mask through ``followup_to_mni`` (MNI -> follow-up).
+
+    Each native voxel centre is carried into MNI space (the inverse transform) and looked up in
+    the MNI mask's nearest voxel, which is how a nearest-neighbour resampling decides it.
+    """
+    from scipy import ndimage
+
+    six_connected = ndimage.generate_binary_structure(3, 1)
+    mni_labels, mni_count = ndimage.label(mni_mask.array > 0, structure=six_connected)
+    native_points = native_mask.index_to_world(np.argwhere(native_mask.array > 0))
+    in_mni = _apply_ras(followup_to_mni.GetInverse(), native_points).reshape(-1, 3)
+    indices = np.round(mni_mask.world_to_index(in_mni)).astype(int).reshape(-1, 3)
+    inside = np.all((indices >= 0) & (indices < np.array(mni_mask.shape)), axis=1)
+    holders = np.zeros(len(indices), dtype=int)
+    holders[inside] = mni_labels[tuple(indices[inside].T)]
+    distances, volumes = {}, {}
+    for lesion in range(1, mni_count + 1):
+        voxels = np.argwhere(mni_labels == lesion)
+        centroid = mni_mask.index_to_world(voxels.mean(axis=0)[None])[0]
+        volumes[lesion] = float(len(voxels) * mni_mask.voxel_volume_mm3)
+        mine = in_mni[holders == lesion]
+        distances[lesion] = (
+            float(np.linalg.norm(mine.mean(axis=0) - centroid)) if len(mine) else float("nan")
+        )
+    fraction = float((holders > 0).mean()) if len(holders) else 1.0
+    return MaskAgreement(distances, volumes, fraction)
