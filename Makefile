@@ -16,12 +16,12 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(INSTALLED)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 test: $(INSTALLED) lint
 	$(BIN)/python -m pytest
@@ -32,11 +32,16 @@ test-all: $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(BIN)/python -m msnewlesions.example $(DEMO)/example
-	$(BIN)/msnewlesions preprocess --overwrite \
+	$(BIN)/msnewlesions segment --overwrite \
 		--baseline $(DEMO)/example/baseline.nii.gz \
 		--followup $(DEMO)/example/followup.nii.gz \
-		--out $(DEMO)/preprocessed
-	@echo "Preprocessed example pair: $(DEMO)/preprocessed (true new lesions: $(DEMO)/example/true_new_lesions.nii.gz)"
+		--out $(DEMO)/segment
+	@echo "Found lesions against the example's true new lesions:"
+	$(BIN)/msnewlesions evaluate --overwrite --table -q \
+		--pred $(DEMO)/segment/new_lesions.nii.gz \
+		--ref $(DEMO)/example/true_new_lesions.nii.gz \
+		--out $(DEMO)/evaluation.json
+	@echo "Report to review: $(DEMO)/segment/report.html (true lesions: $(DEMO)/example/true_new_lesions.nii.gz)"
 
 benchmark: $(INSTALLED)
 	$(BIN)/python benchmarks/preprocess_open_ms_data.py

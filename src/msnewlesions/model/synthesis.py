@@ -120,6 +120,10 @@ class SyntheticPair:
     brain_mask: Volume
     #: Old lesions that shrink or fade at the follow-up (not new: never in the label).
     faded_old_lesions: Volume
+    #: The two acquisitions before z-scoring (skull-stripped scans, white matter about 1), as a
+    #: tool like ``segment`` would be given them.
+    baseline_scan: Volume
+    followup_scan: Volume
     info: dict = field(default_factory=dict)
 
 
@@ -623,6 +627,8 @@ def synthesize_pair(
         new_lesions=grid.with_array(label.astype(np.uint8)),
         brain_mask=brain_volume,
         faded_old_lesions=grid.with_array(faded.astype(np.uint8)),
+        baseline_scan=grid.with_array(baseline_image),
+        followup_scan=grid.with_array(followup_image),
         info=info,
     )
 

@@ -1,0 +1,219 @@
+"""Accuracy of a model: ``segment`` then the evaluation metrics, on synthetic hold-out pairs and
+on every complete real pair of open_ms_data.
+
+* Synthetic hold-out pairs are drawn (seed ``--seed``, not the training seed) from the scans of the
+  hold-out patients (``synthesis.HOLDOUT_PATIENTS``), which the default model never trained on:
+  ``--with-lesions`` pairs with 1-10 new lesions and ``--without`` pairs with none per scan. Each
+  pair's two acquisitions are written as scans and run through ``segment`` (registration, HD-BET,
+  N4, network, mapping back), unless ``--direct`` feeds the already-preprocessed pair to the
+  network (the model alone, faster).
+* Real pairs: ``segment`` on the raw FLAIRs; the mask is carried onto the database's common grid
+  by its reference transform and scored against the full change mask, and against its
+  new/enlarging part (components gaining FLAIR signal, as the dataset's ``new_only`` rule).
+
+Prints per-case tables (Dice, recall, lesion F1, lesion counts) and their means; writes every
+figure to WORK/accuracy.json.
+
+    python benchmarks/accuracy.py [--model DIR] [--data ../shared/data/open_ms_data]
+        [--work DIR] [--with-lesions 3] [--without 2] [--seed 99] [--direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from msnewlesions.io import Volume, read_volume, write_volume
+from msnewlesions.metrics import case_metrics
+from msnewlesions.model import synthesis
+from msnewlesions.model.datasets import keep_gaining_components
+from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing.intensity import zscore
+from msnewlesions.validation import open_ms_pairs
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
+COLUMNS = ("dice", "recall", "lesion_sensitivity", "lesion_ppv", "lesion_f1")
+
+
+def score(prediction: np.ndarray, reference: np.ndarray, voxel_mm3: float) -> dict[str, Any]:
+    metrics = case_metrics(prediction, reference, voxel_mm3)
+    return {
+        "dice": metrics.dice,
+        "recall": metrics.recall,
+        "lesion_sensitivity": metrics.lesion_sensitivity,
+        "lesion_ppv": metrics.lesion_ppv,
+        "lesion_f1": metrics.lesion_f1,
+        "n_ref_lesions": metrics.n_ref_lesions,
+        "n_pred_lesions": metrics.n_pred_lesions,
+    }
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    print(f"\n{title}")
+    header = f"{'case':48s}" + "".join(f"{c[:12]:>13s}" for c in COLUMNS) + "   ref  pred"
+    print(header)
+
+    def cell(value: float | None) -> str:
+        return f"{'-':>13s}" if value is None else f"{value:13.3f}"
+
+    for row in rows:
+        print(
+            f"{row['case']:48s}"
+            + "".join(cell(row[c]) for c in COLUMNS)
+            + f"{row['n_ref_lesions']:6d}{row['n_pred_lesions']:6d}"
+        )
+    means: dict[str, float | None] = {}
+    for column in COLUMNS:
+        values = [row[column] for row in rows if row[column] is not None]
+        means[column] = float(np.mean(values)) if values else None
+    print(f"{'mean':48s}" + "".join(cell(means[c]) for c in COLUMNS))
+    return means
+
+
+def segment_folder(baseline: Path, followup: Path, out: Path, model: Path | None) -> Path:
+    from msnewlesions.cli import main
+
+    if not (out / "new_lesions.nii.gz").exists():
+        argv = ["segment", "--baseline", str(baseline), "--followup", str(followup)]
+        argv += ["--out", str(out), "-q", "--overwrite"]
+        if model is not None:
+            argv += ["--model", str(model)]
+        if main(argv) != 0:
+            raise SystemExit(f"segment failed on {baseline} / {followup}")
+    return out / "new_lesions.nii.gz"
+
+
+def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from msnewlesions.model.nnunet import NewLesionPredictor
+    from msnewlesions.postprocessing import lesion_labels
+    from msnewlesions.segment import default_model
+
+    sources, masks = synthesis.open_ms_data_sources(args.data)
+    library = synthesis.lesion_library(masks)
+    predictor = None
+    rows = []
+    for index, source in enumerate(sources):
+        if source.patient not in synthesis.HOLDOUT_PATIENTS:
+            continue
+        anatomy = synthesis.prepare_anatomy(source, args.work / "anatomy")
+        for pair_index in range(args.with_lesions + args.without):
+            rng = synthesis.pair_rng(args.seed, index, pair_index)
+            count = int(rng.integers(1, 11)) if pair_index < args.with_lesions else 0
+            pair = synthesis.synthesize_pair(anatomy, library, rng, None, count)
+            name = synthesis.case_id(anatomy.name, pair_index)
+            start = time.perf_counter()
+            if args.direct:
+                if predictor is None:
+                    predictor = NewLesionPredictor(args.model or default_model())
+                probability = predictor.probability(pair.baseline, pair.followup)
+                labels, _ = lesion_labels(probability, 0.5, 3.0)
+                prediction = labels.array > 0
+            else:
+                folder = args.work / "synthetic" / name
+                folder.mkdir(parents=True, exist_ok=True)
+                write_volume(pair.baseline_scan, folder / "baseline.nii.gz", np.float32)
+                write_volume(pair.followup_scan, folder / "followup.nii.gz", np.float32)
+                write_volume(pair.new_lesions, folder / "true_new_lesions.nii.gz", np.uint8)
+                mask = segment_folder(
+                    folder / "baseline.nii.gz",
+                    folder / "followup.nii.gz",
+                    folder / "segment",
+                    args.model,
+                )
+                prediction = read_volume(mask).array > 0
+            row = {"case": name, "seconds": round(time.perf_counter() - start, 1)}
+            row |= score(prediction, pair.new_lesions.array > 0, 1.0)
+            rows.append(row)
+            logging.info("%s: %s", name, row)
+    return rows
+
+
+def on_common_grid(image: Path, to_common: Path, grid: Volume, mode: str) -> Volume:
+    transform = sitk.ReadTransform(str(to_common))
+    return registration.resample(read_volume(image), grid, transform, mode)
+
+
+def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for pair in open_ms_pairs(args.data):
+        start = time.perf_counter()
+        mask = segment_folder(
+            pair.baseline, pair.followup, args.work / "real" / pair.patient, args.model
+        )
+        seconds = round(time.perf_counter() - start, 1)
+        brain = read_volume(pair.brain_mask)
+        brain = brain.with_array((brain.array > 0).astype(np.uint8))
+        change = read_volume(pair.change_mask)
+        change = change.with_array((change.array > 0).astype(np.uint8))
+        prediction = on_common_grid(mask, pair.followup_to_common, change, "nearest").array > 0
+        baseline = zscore(
+            on_common_grid(pair.baseline, pair.baseline_to_common, brain, "linear"), brain
+        )
+        followup = zscore(
+            on_common_grid(pair.followup, pair.followup_to_common, brain, "linear"), brain
+        )
+        gaining, kept, dropped = keep_gaining_components(change, baseline, followup)
+        for reference, name in ((change, "all changes"), (gaining, "new/enlarging")):
+            row = {"case": f"{pair.patient} vs {name}", "seconds": seconds}
+            row |= score(prediction, reference.array > 0, change.voxel_volume_mm3)
+            rows.append(row)
+        logging.info("%s: %d gaining of %d change components", pair.patient, kept, kept + dropped)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=Path("benchmark_output/accuracy"))
+    parser.add_argument("--with-lesions", type=int, default=3)
+    parser.add_argument("--without", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=99)
+    parser.add_argument("--direct", action="store_true", help="skip segment's preprocessing")
+    parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not (args.data / "longitudinal").is_dir():
+        print(f"open_ms_data not found at {args.data}; pass --data", file=sys.stderr)
+        return 1
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"model": str(args.model or "shipped"), "seed": args.seed}
+    if not args.skip_synthetic:
+        rows = synthetic_holdout(args)
+        with_lesions = [r for r in rows if r["n_ref_lesions"] > 0]
+        without = [r for r in rows if r["n_ref_lesions"] == 0]
+        results["synthetic_with_lesions"] = {
+            "cases": with_lesions,
+            "mean": print_table("synthetic hold-out pairs with new lesions", with_lesions),
+        }
+        false_positives = [r["n_pred_lesions"] for r in without]
+        results["synthetic_without_lesions"] = {
+            "cases": without,
+            "false_positive_lesions_per_pair": float(np.mean(false_positives))
+            if false_positives
+            else None,
+        }
+        print(
+            f"\nsynthetic hold-out pairs without new lesions: {len(without)}; false-positive "
+            f"lesions per pair: {np.mean(false_positives) if false_positives else float('nan'):.2f}"
+            f" ({false_positives})"
+        )
+    if not args.skip_real:
+        rows = real_pairs(args)
+        results["real"] = {"cases": rows, "mean": print_table("real open_ms_data pairs", rows)}
+    (args.work / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten: {args.work / 'accuracy.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Copy a trained fold into the package as the default model, and write its training log.
+
+    python scripts/ship_default_model.py MODEL_FOLDER [--checkpoint checkpoint_latest.pth]
+
+MODEL_FOLDER is nnU-Net's ``Trainer__Plans__configuration`` folder (with plans.json,
+dataset.json and fold_0/). The chosen checkpoint of fold 0 is stripped of its optimizer state and
+written as ``src/msnewlesions/model/weights/fold_0/checkpoint_final.pth`` (the name the predictor
+loads); ``TRAINING_LOG.md`` beside it gets one row per epoch (losses, hold-out pseudo-Dice,
+learning rate, minutes) from the checkpoint's own log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from msnewlesions.model.nnunet import strip_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "msnewlesions" / "model" / "weights"
+
+
+def training_log(checkpoint_path: Path) -> str:
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    log = checkpoint["logging"]
+    lines = [
+        "# Training log of the shipped model",
+        "",
+        "One row per epoch, from the checkpoint's own log (nnU-Net's logger). Training loss:",
+        "Dice + cross-entropy on the training pairs (lower is better; nnU-Net's Dice term is",
+        "negative). Validation loss and pseudo-Dice: nnU-Net's per-epoch estimate on patches of",
+        "the synthetic hold-out pairs (validation split of fold 0; anatomy never trained on).",
+        "",
+        "| epoch | train loss | validation loss | pseudo-Dice (EMA) | learning rate | minutes |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    epochs = len(log["train_losses"])
+    for epoch in range(epochs):
+        minutes = (log["epoch_end_timestamps"][epoch] - log["epoch_start_timestamps"][epoch]) / 60
+        lines.append(
+            f"| {epoch} | {log['train_losses'][epoch]:.4f} | {log['val_losses'][epoch]:.4f} | "
+            f"{log['mean_fg_dice'][epoch]:.3f} ({log['ema_fg_dice'][epoch]:.3f}) | "
+            f"{log['lrs'][epoch]:.4g} | {minutes:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--checkpoint", default="checkpoint_latest.pth")
+    args = parser.parse_args(argv)
+    source = args.model / "fold_0" / args.checkpoint
+    if not source.exists():
+        print(f"{source} does not exist", file=sys.stderr)
+        return 1
+    (WEIGHTS / "fold_0").mkdir(parents=True, exist_ok=True)
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        shutil.copy2(args.model / name, WEIGHTS / name)
+    strip_checkpoint(source, WEIGHTS / "fold_0" / "checkpoint_final.pth")
+    (WEIGHTS / "TRAINING_LOG.md").write_text(training_log(source))
+    size = (WEIGHTS / "fold_0" / "checkpoint_final.pth").stat().st_size / 2**20
+    print(f"shipped {source} -> {WEIGHTS} ({size:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
