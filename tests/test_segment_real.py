@@ -47,6 +47,12 @@ def test_native_and_mni_lesions_agree_through_the_saved_transform(segmented_real
     if not agreement.centroid_distance_mm:
         pytest.skip("the shipped model finds no new lesion in patient01; nothing to compare")
     assert agreement.native_voxels_in_mni_lesions > 0.99
-    # Lesions seen by at least one native voxel (4 mm slices miss some small ones entirely).
     seen = {k: d for k, d in agreement.centroid_distance_mm.items() if not np.isnan(d)}
-    assert seen and max(seen.values()) < 1.5, agreement
+    assert seen, agreement
+    # Lesions larger than a few native voxels: within 1.5 mm. A small lesion is sampled by one
+    # or two slices (4 mm thick here), so its native centroid sits on a slice centre: within
+    # half a slice (plus half a millimetre).
+    large = [d for k, d in seen.items() if agreement.volume_mm3[k] >= 30]
+    assert all(d < 1.5 for d in large), agreement
+    slice_mm = float(read_volume(out / "new_lesions.nii.gz").spacing.max())
+    assert max(seen.values()) < slice_mm / 2 + 0.5, agreement

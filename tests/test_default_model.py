@@ -1,0 +1,53 @@
+"""The model shipped inside the package: what it is, and that it finds the example's lesions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from msnewlesions.example import write_example_pair
+from msnewlesions.model.nnunet import check_model
+from msnewlesions.segment import DEFAULT_MODEL, default_model
+
+CHECKPOINT = DEFAULT_MODEL / "fold_0" / "checkpoint_final.pth"
+
+pytestmark = pytest.mark.skipif(
+    not CHECKPOINT.exists(), reason="this checkout ships no default model (model/weights)"
+)
+
+
+def test_the_shipped_model_is_a_small_two_channel_cpu_model_without_optimizer_state() -> None:
+    assert default_model() == DEFAULT_MODEL
+    check_model(DEFAULT_MODEL)
+    assert CHECKPOINT.stat().st_size < 60 * 2**20
+    checkpoint = torch.load(CHECKPOINT, map_location="cpu", weights_only=False)
+    assert checkpoint["optimizer_state"] is None
+    assert checkpoint["trainer_name"] == "nnUNetTrainerMSNewLesions"
+    plans = json.loads((DEFAULT_MODEL / "plans.json").read_text())
+    assert plans["plans_name"] == "nnUNetPlans_cpu"
+    assert (DEFAULT_MODEL / "MODEL_CARD.md").exists()
+    assert (DEFAULT_MODEL / "TRAINING_LOG.md").exists()
+
+
+def test_segment_with_the_shipped_model_finds_the_example_lesions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from msnewlesions.cli import main
+
+    example = write_example_pair(tmp_path / "example")
+    out = tmp_path / "segment"
+    argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    metrics = tmp_path / "metrics.json"
+    argv = ["evaluate", "--pred", str(out / "new_lesions.nii.gz")]
+    argv += ["--ref", example["true_new_lesions"], "--out", str(metrics), "-q"]
+    assert main(argv) == 0
+    case = json.loads(metrics.read_text())["cases"][0]
+    truth = json.loads((tmp_path / "example" / "truth.json").read_text())
+    assert case["n_ref_lesions"] == truth["new_lesion_count"]
+    assert case["lesion_sensitivity"] == 1.0, case
+    assert case["lesion_ppv"] >= 0.75, case
+    assert case["dice"] >= 0.6, case
