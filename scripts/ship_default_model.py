@@ -33,6 +33,7 @@ def training_log(checkpoint_path: Path) -> str:
         "Dice + cross-entropy on the training pairs (lower is better; nnU-Net's Dice term is",
         "negative). Validation loss and pseudo-Dice: nnU-Net's per-epoch estimate on patches of",
         "the synthetic hold-out pairs (validation split of fold 0; anatomy never trained on).",
+        "Only a few of those batches hold a lesion, so the pseudo-Dice is noisy.",
         "",
         "| epoch | train loss | validation loss | pseudo-Dice (EMA) | learning rate | minutes |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
