@@ -257,6 +257,17 @@ def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None
     nib.save(image, str(path))
 
 
+def write_volume_atomically(
+    volume: Volume, path: str | Path, dtype: np.dtype | type | None = None
+) -> None:
+    """:func:`write_volume` to a temporary file beside ``path``, renamed into place when complete,
+    so that an interrupted write never leaves a truncated file under the final name."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial.nii.gz")
+    write_volume(volume, temporary, dtype)
+    os.replace(temporary, path)
+
+
 def check_output_folder(
     destination: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()
 ) -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import Volume, read_volume, write_volume
+from msnewlesions.io import Volume, read_volume, write_volume_atomically
 from msnewlesions.model import nnunet
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.pipeline import PreprocessedPair, PreprocessOptions, preprocess_pair
@@ -224,12 +223,6 @@ class DatasetOptions:
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
 
 
-def _atomic_write(volume: Volume, path: Path, dtype: type) -> None:
-    temporary = path.with_name(f".{path.name}.partial.nii.gz")
-    write_volume(volume, temporary, dtype)
-    os.replace(temporary, path)
-
-
 def write_case(
     case: Case, dataset_folder: Path, new_only: bool, options: PreprocessOptions
 ) -> dict:
@@ -254,9 +247,9 @@ def write_case(
         )
     record["label_volume_mm3"] = float(label.array.sum() * label.voxel_volume_mm3)
     # The label last: its presence marks a complete case for a resumed run.
-    _atomic_write(pair.baseline, targets[0], np.float32)
-    _atomic_write(pair.followup, targets[1], np.float32)
-    _atomic_write(label, label_path, np.uint8)
+    write_volume_atomically(pair.baseline, targets[0], np.float32)
+    write_volume_atomically(pair.followup, targets[1], np.float32)
+    write_volume_atomically(label, label_path, np.uint8)
     return record
 
 

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from msnewlesions import template
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import Volume, read_volume, write_volume
+from msnewlesions.io import Volume, read_volume, write_volume, write_volume_atomically
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
@@ -646,12 +646,6 @@ def case_id(anatomy_name: str, pair_index: int) -> str:
     return f"{anatomy_name}-synthetic{pair_index:03d}"
 
 
-def _atomic_write(volume: Volume, path: Path, dtype: type) -> None:
-    temporary = path.with_name(f".{path.name}.partial.nii.gz")
-    write_volume(volume, temporary, dtype)
-    temporary.replace(path)
-
-
 def write_synthetic_dataset(
     folder: str | Path,
     training: Sequence[tuple[int, Anatomy]],
@@ -688,9 +682,9 @@ def write_synthetic_dataset(
                 continue
             rng = pair_rng(seed, anatomy_index, pair_index)
             pair = synthesize_pair(anatomy, library, rng, settings)
-            _atomic_write(pair.baseline, images / f"{name}_0000.nii.gz", np.float32)
-            _atomic_write(pair.followup, images / f"{name}_0001.nii.gz", np.float32)
-            _atomic_write(pair.new_lesions, labels / f"{name}.nii.gz", np.uint8)
+            write_volume_atomically(pair.baseline, images / f"{name}_0000.nii.gz", np.float32)
+            write_volume_atomically(pair.followup, images / f"{name}_0001.nii.gz", np.float32)
+            write_volume_atomically(pair.new_lesions, labels / f"{name}.nii.gz", np.uint8)
             records[name] = pair.info | {"role": role, "seed": [seed, anatomy_index, pair_index]}
             records_file.write_text(json.dumps(records, indent=1) + "\n")
             logger.info(
