@@ -394,15 +394,14 @@ def place_lesions(
             np.ascontiguousarray(mask), tuple(int(c) for c in corner), shape.source
         )
         box = placement.box()
-        inside = mask
-        if not inner_brain[box][inside].all() or occupied[box][inside].any():
+        if not inner_brain[box][mask].all() or occupied[box][mask].any():
             continue
-        if white_matter[box][inside].mean() < settings.min_white_matter_probability:
+        if white_matter[box][mask].mean() < settings.min_white_matter_probability:
             continue
-        if (image[box][inside] < settings.csf_level).mean() > settings.max_csf_fraction:
+        if (image[box][mask] < settings.csf_level).mean() > settings.max_csf_fraction:
             continue
         placements.append(placement)
-        # Keep two voxels between new lesions so that each stays its own component.
+        # Keep three voxels between new lesions so that each stays its own component.
         _mark(occupied, placement, grow=3)
     return placements
 
