@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 WORK="${1:-../work/default_model}"
 DATA="${OPEN_MS_DATA:-../shared/data/open_ms_data}"
 EPOCHS="${EPOCHS:-40}"
+ANNEAL="${ANNEAL:-6}"  # the last epochs at the learning rate / 5
 mkdir -p "$WORK"
 FOLD="$WORK/nnunet/results/Dataset510_MSNewLesions/nnUNetTrainerMSNewLesions__nnUNetPlans_cpu__3d_fullres/fold_0"
 RESUME=""
@@ -20,6 +21,6 @@ setsid nohup bash -c "
   .venv/bin/msnewlesions synthesize --open-ms-data '$DATA' --out '$WORK/raw' --cache '$WORK/anatomy' &&
   .venv/bin/msnewlesions train --dataset '$WORK/raw/Dataset510_MSNewLesions' --fold 0 \
     --work '$WORK/nnunet' --config cpu --epochs $EPOCHS --iterations 250 \
-    --validation-iterations 20 --checkpoint-every 1 $RESUME
+    --validation-iterations 20 --checkpoint-every 1 --anneal-epochs $ANNEAL $RESUME
 " >> "$WORK/train.log" 2>&1 < /dev/null &
 echo "training in the background (pid $!); log: $WORK/train.log"

@@ -81,7 +81,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     preprocessed, results = root / "preprocessed", root / "results"
     nnunet.plan_and_preprocess(raw, preprocessed, 502)
     short = {"iterations_per_epoch": 2, "validation_iterations": 1, "data_workers": 0}
-    fold = nnunet.train(preprocessed, results, 502, 0, "cpu", epochs=2, validate=False, **short)
+    # The last epoch of each run at the learning rate / 5; the resumed run must not divide again.
+    fold = nnunet.train(
+        preprocessed, results, 502, 0, "cpu", epochs=2, anneal_epochs=1, validate=False, **short
+    )
     first = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     first_debug = json.loads((fold / "debug.json").read_text())
     nnunet.train(

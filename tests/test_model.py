@@ -56,6 +56,16 @@ def test_resumed_training_continues_epochs_and_optimizer(chain: dict) -> None:
     second_step = float(second["optimizer_state"]["state"][0]["step"])
     assert (first_step, second_step) == (4.0, 6.0)
     assert second["lr_scheduler_state"]["last_epoch"] == 3
+
+
+def test_annealing_divides_the_learning_rate_once_for_the_last_epochs(chain: dict) -> None:
+    first, second = chain["first"], chain["second"]
+    # Run 1: 2 epochs, the last one annealed. Run 2 resumes to 3 epochs with the saved schedule:
+    # epoch 2 is also within the last epoch, but the rate was divided already and stays.
+    assert first["logging"]["lrs"] == pytest.approx([0.01, 0.002])
+    assert second["logging"]["lrs"] == pytest.approx([0.01, 0.002, 0.002])
+    assert first["annealed"] and second["annealed"]
+    assert second["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.002)
     assert second["trainer_name"] == nnunet.TRAINER
 
 

@@ -262,6 +262,13 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Epochs between checkpoints [default: 25].")
     ] = None,
+    anneal_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Run the last N epochs at the learning rate / 5, for runs too short for the "
+            "paper's plateau rule [default: 0]."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -287,6 +294,7 @@ def train(
         iterations_per_epoch=iterations,
         validation_iterations=validation_iterations,
         checkpoint_every=checkpoint_every,
+        anneal_epochs=anneal_epochs,
     )
     typer.echo(f"trained: {folder}")
 

@@ -262,15 +262,17 @@ def train(
     iterations_per_epoch: int | None = None,
     validation_iterations: int | None = None,
     checkpoint_every: int | None = None,
+    anneal_epochs: int | None = None,
     data_workers: int | None = None,
     validate: bool = True,
 ) -> Path:
     """Train one fold (0-4 or "all") with the paper's trainer; return the fold's folder.
 
-    ``epochs``, ``iterations_per_epoch``, ``validation_iterations`` and ``checkpoint_every``
-    (epochs between two ``checkpoint_latest.pth``) override the paper's schedule (for CPU runs and
-    tests); they are saved beside the checkpoints and re-applied on ``resume``, which continues
-    from ``checkpoint_latest.pth`` (epoch counter, optimizer and learning-rate rule included).
+    ``epochs``, ``iterations_per_epoch``, ``validation_iterations``, ``checkpoint_every``
+    (epochs between two ``checkpoint_latest.pth``) and ``anneal_epochs`` (the last epochs at the
+    learning rate / 5) override the paper's schedule (for CPU runs and tests); they are saved
+    beside the checkpoints and re-applied on ``resume``, which continues from
+    ``checkpoint_latest.pth`` (epoch counter, optimizer, learning-rate rule and annealing).
 
     ``data_workers`` is the number of augmentation processes; by default none on a CPU (measured
     on 2 cores: 1.10 s per iteration in-process, 1.34 s with one worker competing for the cores)
@@ -291,6 +293,7 @@ def train(
         "num_iterations_per_epoch": iterations_per_epoch,
         "num_val_iterations_per_epoch": validation_iterations,
         "save_every": checkpoint_every,
+        "anneal_epochs": anneal_epochs,
     }
     if resume and overrides_file.exists():
         saved = json.loads(overrides_file.read_text())

@@ -4,6 +4,9 @@
 Adam with an initial learning rate of 0.01; an epoch is 250 training iterations; the learning rate
 is divided by 5 when the training loss has not improved by at least 0.005 (absolute) for 30 epochs
 (``ReduceLROnPlateau``); no early stopping; at most 300 epochs; a checkpoint every 25 epochs.
+A short run (tens of epochs, as on a CPU) never sees 30 flat epochs, so the rule never fires; its
+substitute is :attr:`~nnUNetTrainerMSNewLesions.anneal_epochs`: the last epochs of the run at the
+learning rate divided by 5, as nnU-Net's own schedule ends low. The paper's run has none (0).
 Everything else (network, patch size, loss, data augmentation) is nnU-Net's own, from the plans.
 
 nnU-Net's checkpoint does not store the learning-rate scheduler, which for a plateau rule is state
@@ -52,6 +55,8 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         self.num_iterations_per_epoch = 250
         self.num_epochs = 300
         self.save_every = 25
+        self.anneal_epochs = 0  # the last epochs at the learning rate / 5; none in the paper
+        self.annealed = False
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, ReduceLROnPlateau]:
         optimizer = torch.optim.Adam(
@@ -65,6 +70,11 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         self.network.train()
         self.print_to_log_file("")
         self.print_to_log_file(f"Epoch {self.current_epoch}")
+        if self.anneal_epochs and not self.annealed:
+            if self.current_epoch >= self.num_epochs - self.anneal_epochs:
+                for group in self.optimizer.param_groups:
+                    group["lr"] *= PLATEAU_FACTOR
+                self.annealed = True
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.print_to_log_file(f"Current learning rate: {learning_rate:.6g}")
         self.logger.log("lrs", learning_rate, self.current_epoch)
@@ -78,6 +88,7 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         if self.local_rank == 0 and not self.disable_checkpointing:
             checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
             checkpoint["lr_scheduler_state"] = self.lr_scheduler.state_dict()
+            checkpoint["annealed"] = self.annealed
             torch.save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
@@ -87,3 +98,4 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if "lr_scheduler_state" in checkpoint:
             self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler_state"])
+        self.annealed = bool(checkpoint.get("annealed", False))
