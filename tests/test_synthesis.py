@@ -11,7 +11,8 @@ import pytest
 from scipy import ndimage
 
 from msnewlesions import template
-from msnewlesions.example import flair_like
+from msnewlesions.example import flair_like, write_example_bids
+from msnewlesions.io import read_volume
 from msnewlesions.model import synthesis
 from msnewlesions.model.synthesis import LesionShape, SynthesisSettings
 
@@ -158,6 +159,32 @@ def test_the_dataset_is_written_resumably_with_a_hold_out_split(
     first_write = (folder / "labelsTr" / labels[0]).stat().st_mtime_ns
     synthesis.write_synthetic_dataset(folder, *arguments)
     assert (folder / "labelsTr" / labels[0]).stat().st_mtime_ns == first_write
+
+
+def test_real_pairs_join_the_training_side_with_their_gaining_lesions(
+    anatomy, library, tmp_path: Path
+) -> None:
+    from msnewlesions.model import nnunet
+    from msnewlesions.model.datasets import read_cases
+
+    real = read_cases("bids", write_example_bids(tmp_path / "bids", subjects=1))
+    folder = tmp_path / "raw" / "Dataset598_MSNewLesions"
+    arguments = ([(0, anatomy)], [(1, replace(anatomy, name="other"))], library, 1, 1, 5)
+    synthesis.write_synthetic_dataset(folder, *arguments, real_pairs=real)
+    split = json.loads((folder / "splits_final.json").read_text())[0]
+    assert split == {
+        "train": ["example-synthetic000", "sub-01_ses-01_ses-02"],
+        "val": ["other-synthetic000"],
+    }
+    records = json.loads((folder / "msnewlesions_cases.json").read_text())
+    assert records["sub-01_ses-01_ses-02"]["role"] == "train"
+    # The example's new lesions gain signal: all of the label stays, on the follow-up's tissue.
+    label = read_volume(folder / "labelsTr" / "sub-01_ses-01_ses-02.nii.gz").array > 0
+    followup = read_volume(folder / "imagesTr" / "sub-01_ses-01_ses-02_0001.nii.gz").array
+    baseline = read_volume(folder / "imagesTr" / "sub-01_ses-01_ses-02_0000.nii.gz").array
+    assert label.sum() > 100
+    assert np.median(followup[label] - baseline[label]) > 0.5
+    nnunet.verify_dataset(folder.parent, 598)
 
 
 @pytest.mark.real_data

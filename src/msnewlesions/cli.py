@@ -6,6 +6,7 @@ success, 1 for an error the user can fix (one line on stderr), 2 for a usage err
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from enum import Enum
@@ -203,16 +204,26 @@ def synthesize(
     pairs: Annotated[int, typer.Option(help="Training pairs per training scan.")] = 12,
     holdout_pairs: Annotated[int, typer.Option(help="Validation pairs per hold-out scan.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2026,
+    real_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--real-pairs",
+            help="Also train on the complete real pairs (their lesions that gain FLAIR signal).",
+        ),
+    ] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Make synthetic training pairs: real anatomy + real lesion shapes (see model/synthesis.py).
 
     Scans of the hold-out patients (the two complete real pairs) become validation pairs only
-    (fold 0's split); every other FLAIR becomes training pairs. Resumes where it stopped.
+    (fold 0's split); every other FLAIR becomes training pairs. With --real-pairs the two real
+    pairs join the training side, and the hold-out pairs, made from the same patients' scans, are
+    no longer independent of training: score such a model on other real pairs. Resumes where it
+    stopped.
     """
     _configure_logging(verbose, quiet)
-    from msnewlesions.model import nnunet, synthesis
+    from msnewlesions.model import datasets, nnunet, synthesis
 
     sources, masks = synthesis.open_ms_data_sources(open_ms_data)
     cache = cache or out.parent / "anatomy"
@@ -230,11 +241,10 @@ def synthesize(
         pairs,
         holdout_pairs,
         seed,
+        real_pairs=datasets.read_open_ms_data(open_ms_data) if real_pairs else (),
     )
-    typer.echo(
-        f"{folder}: {len(training) * pairs} training and {len(holdout) * holdout_pairs} "
-        "hold-out pairs"
-    )
+    split = json.loads((folder / "splits_final.json").read_text())[0]
+    typer.echo(f"{folder}: {len(split['train'])} training and {len(split['val'])} hold-out pairs")
 
 
 @app.command()

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,7 +41,11 @@ from msnewlesions.io import Volume, read_volume, write_volume, write_volume_atom
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
+from msnewlesions.preprocessing.pipeline import PreprocessOptions
 from msnewlesions.preprocessing.skullstrip import hdbet_brain_mask
+
+if TYPE_CHECKING:
+    from msnewlesions.model.datasets import Case
 
 logger = logging.getLogger(__name__)
 
@@ -654,6 +659,8 @@ def write_synthetic_dataset(
     holdout_pairs_per_anatomy: int,
     seed: int,
     settings: SynthesisSettings | None = None,
+    real_pairs: Sequence[Case] = (),
+    preprocess: PreprocessOptions | None = None,
 ) -> Path:
     """An nnU-Net raw dataset of synthetic pairs; fold 0 validates on the hold-out anatomy.
 
@@ -661,8 +668,12 @@ def write_synthetic_dataset(
     seed). Cases already written are kept (their label, written last, marks them complete), so an
     interrupted run resumes. ``splits_final.json`` holds one split: train on the training
     anatomy's pairs, validate on the hold-out anatomy's pairs.
+
+    ``real_pairs`` (cases of :mod:`msnewlesions.model.datasets`) join the training side as they
+    are, preprocessed with ``preprocess`` and labelled with only their components that gain FLAIR
+    signal (:func:`~msnewlesions.model.datasets.keep_gaining_components`).
     """
-    from msnewlesions.model import nnunet
+    from msnewlesions.model import datasets, nnunet
 
     folder = Path(folder)
     images, labels = folder / "imagesTr", folder / "labelsTr"
@@ -693,6 +704,12 @@ def write_synthetic_dataset(
                 len(pair.info["new_lesions"]),
                 int(pair.new_lesions.array.sum()),
             )
+    for case in real_pairs:
+        record = datasets.write_case(case, folder, True, preprocess or PreprocessOptions())
+        if (labels / f"{case.case_id}.nii.gz").exists():
+            split["train"].append(case.case_id)
+            records[case.case_id] = records.get(case.case_id, {}) | record | {"role": "train"}
+            records_file.write_text(json.dumps(records, indent=1, default=str) + "\n")
     nnunet.write_dataset_json(folder, len(split["train"]) + len(split["val"]))
     (folder / "splits_final.json").write_text(json.dumps([split], indent=2) + "\n")
     return folder
