@@ -56,10 +56,19 @@ def score(prediction: np.ndarray, reference: np.ndarray, voxel_mm3: float) -> di
     }
 
 
+def slices(info: dict[str, Any]) -> str:
+    """'baseline/follow-up' slice thickness (mm) of a synthetic pair; '-': not resliced."""
+
+    def thickness(acquisition: dict[str, Any]) -> str:
+        return f"{acquisition['reslice']['thickness_mm']:.1f}" if "reslice" in acquisition else "-"
+
+    return f"{thickness(info['baseline_acquisition'])}/{thickness(info['followup_acquisition'])}"
+
+
 def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
     print(f"\n{title}")
     header = f"{'case':48s}" + "".join(f"{c[:12]:>13s}" for c in COLUMNS) + "   ref  pred"
-    print(header)
+    print(header + ("  slices (mm)" if any("slices" in row for row in rows) else ""))
 
     def cell(value: float | None) -> str:
         return f"{'-':>13s}" if value is None else f"{value:13.3f}"
@@ -69,12 +78,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | Non
             f"{row['case']:48s}"
             + "".join(cell(row[c]) for c in COLUMNS)
             + f"{row['n_ref_lesions']:6d}{row['n_pred_lesions']:6d}"
+            + (f"  {row['slices']}" if "slices" in row else "")
         )
     means: dict[str, float | None] = {}
     for column in COLUMNS:
         values = [row[column] for row in rows if row[column] is not None]
         means[column] = float(np.mean(values)) if values else None
     print(f"{'mean':48s}" + "".join(cell(means[c]) for c in COLUMNS))
+    if rows and "slices" in rows[0]:
+        print("slices: baseline/follow-up slice thickness, mm ('-': not resliced)")
     return means
 
 
@@ -131,6 +143,7 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 prediction = read_volume(mask).array > 0
             row = {"case": name, "seconds": round(time.perf_counter() - start, 1)}
             row |= score(prediction, pair.new_lesions.array > 0, 1.0)
+            row["slices"] = slices(pair.info)
             rows.append(row)
             logging.info("%s: %s", name, row)
     return rows
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "cases": with_lesions,
             "mean": print_table("synthetic hold-out pairs with new lesions", with_lesions),
         }
+        print_table("synthetic hold-out pairs without new lesions (pred: false positives)", without)
         false_positives = [r["n_pred_lesions"] for r in without]
         results["synthetic_without_lesions"] = {
             "cases": without,
