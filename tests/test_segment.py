@@ -134,7 +134,14 @@ def test_an_interrupted_segment_leaves_nothing_partial(
     argv = [sys.executable, "-m", "msnewlesions.cli", "segment"]
     argv += ["--baseline", example["baseline"], "--followup", example["followup"]]
     argv += ["--out", str(out), "--model", str(chain["fold"].parent)]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    # A background launcher (nohup, `cmd &`) makes its children ignore SIGINT; a user at a
+    # terminal has Ctrl-C working, so the child starts with the default disposition.
+    process = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert process.stderr is not None
     for line in process.stderr:  # halfway: once the skull stripping has started
         if "[3/7]" in line:
