@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import blosc2
 import nibabel as nib
 import numpy as np
 import pytest
@@ -196,3 +198,58 @@ def test_train_command_trains_a_fold_and_validates_it(
     assert (fold / "checkpoint_final.pth").exists()
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert "foreground_mean" in summary
+
+
+def test_cases_added_to_the_raw_dataset_are_preprocessed_with_the_same_plans(
+    chain: dict, tmp_path: Path
+) -> None:
+    name = nnunet.dataset_name(502)
+    raw, preprocessed = tmp_path / "raw", tmp_path / "preprocessed"
+    shutil.copytree(chain["dataset"], raw / name)
+    shutil.copytree(chain["dataset"].parent.parent / "preprocessed" / name, preprocessed / name)
+    plans = (preprocessed / name / "nnUNetPlans.json").read_bytes()
+    data = preprocessed / name / "nnUNetPlans_3d_fullres"
+    before = {p.name: p.stat().st_mtime_ns for p in data.iterdir()}
+    assert nnunet.preprocess_new_cases(raw, preprocessed, 502) == []  # nothing new: untouched
+
+    # A fourth case: the first case's images under a new name, added to fold 0's training side.
+    source = "sub-01_ses-01_ses-02"
+    for channel in ("0000", "0001"):
+        shutil.copy(
+            raw / name / "imagesTr" / f"{source}_{channel}.nii.gz",
+            raw / name / "imagesTr" / f"grown_{channel}.nii.gz",
+        )
+    shutil.copy(
+        raw / name / "labelsTr" / f"{source}.nii.gz", raw / name / "labelsTr" / "grown.nii.gz"
+    )
+    splits = json.loads((raw / name / "splits_final.json").read_text())
+    splits[0]["train"].append("grown")
+    (raw / name / "splits_final.json").write_text(json.dumps(splits))
+
+    assert nnunet.preprocess_new_cases(raw, preprocessed, 502) == ["grown"]
+    # The same images give the same network input and target as the original preprocessing did.
+    for suffix in ("", "_seg"):
+        new = blosc2.open(str(data / f"grown{suffix}.b2nd"), mode="r")[:]
+        old = blosc2.open(str(data / f"{source}{suffix}.b2nd"), mode="r")[:]
+        np.testing.assert_array_equal(new, old)
+    assert {p.name: p.stat().st_mtime_ns for p in data.iterdir() if p.name in before} == before
+    assert (preprocessed / name / "nnUNetPlans.json").read_bytes() == plans
+    copied = json.loads((preprocessed / name / "splits_final.json").read_text())
+    assert "grown" in copied[0]["train"]
+    assert (preprocessed / name / "gt_segmentations" / "grown.nii.gz").exists()
+    assert nnunet.preprocess_new_cases(raw, preprocessed, 502) == []
+
+
+def test_resuming_continues_from_the_furthest_trained_checkpoint(
+    chain: dict, tmp_path: Path
+) -> None:
+    assert nnunet.resume_checkpoint(tmp_path) is None  # nothing to resume from
+    torch.save(chain["first"], tmp_path / "checkpoint_best.pth")
+    assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_best.pth"
+    # A run to epoch 2 finished, was extended and stopped after epoch 3: the latest one is newer
+    # than the final one, which nnU-Net's own rule would take.
+    torch.save(chain["first"], tmp_path / "checkpoint_final.pth")
+    torch.save(chain["second"], tmp_path / "checkpoint_latest.pth")
+    assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_latest.pth"
+    torch.save(chain["second"], tmp_path / "checkpoint_final.pth")  # the extended run finished
+    assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_final.pth"

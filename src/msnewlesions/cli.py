@@ -283,7 +283,8 @@ def train(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Plan, preprocess (once) and train one fold with the paper's nnU-Net trainer."""
+    """Plan and preprocess (once; cases added later are preprocessed with the same plans) and
+    train one fold with the paper's nnU-Net trainer."""
     _configure_logging(verbose, quiet)
     from msnewlesions.model import nnunet
 
@@ -292,6 +293,10 @@ def train(
     preprocessed, results = work / "preprocessed", work / "results"
     if not (preprocessed / dataset.name / "nnUNetPlans_cpu.json").exists():
         nnunet.plan_and_preprocess(dataset.parent, preprocessed, dataset_id)
+    else:  # the dataset may have grown since: same plans, only the new cases
+        added = nnunet.preprocess_new_cases(dataset.parent, preprocessed, dataset_id)
+        if added:
+            logging.getLogger(__name__).info("preprocessed %d new case(s)", len(added))
     folder = nnunet.train(
         preprocessed,
         results,

@@ -241,6 +241,59 @@ def _plan_and_preprocess_job(
         )
 
 
+def preprocess_new_cases(
+    raw_root: str | Path, preprocessed_root: str | Path, dataset_id: int
+) -> list[str]:
+    """Preprocess the raw cases that the preprocessed folder lacks, with the existing plans.
+
+    For a dataset that grew after :func:`plan_and_preprocess` (``synthesize --pairs`` raised, a
+    resumed ``dataset`` run): planning again could change the network and orphan the
+    checkpoints, so the plans stay as they are and only the missing cases go through nnU-Net's
+    own preprocessor. The raw ``splits_final.json`` and ``dataset.json`` are then copied over
+    where they differ, so a resumed training samples the new cases. Returns the new cases'
+    identifiers.
+    """
+    return _in_fresh_process(
+        _preprocess_new_cases_job, str(raw_root), str(preprocessed_root), dataset_id
+    )
+
+
+def _preprocess_new_cases_job(raw_root: str, preprocessed_root: str, dataset_id: int) -> list[str]:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    raw = Path(raw_root) / dataset_name(dataset_id)
+    folder = Path(preprocessed_root) / dataset_name(dataset_id)
+    plans = PlansManager(json.loads((folder / f"{PLANS['paper']}.json").read_text()))
+    configuration = plans.get_configuration(CONFIGURATION)
+    output = folder / configuration.data_identifier
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    with nnunet_environment(raw=raw_root, preprocessed=preprocessed_root), _quiet():
+        cases = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
+        new = sorted(str(case) for case in cases if not (output / f"{case}.pkl").exists())
+        preprocessor = configuration.preprocessor_class(verbose=False)
+        for case in new:
+            # The pickle is written last: files without it are the remains of an interrupted run.
+            for leftover in (output / f"{case}.b2nd", output / f"{case}_seg.b2nd"):
+                leftover.unlink(missing_ok=True)
+            label = Path(cases[case]["label"])
+            preprocessor.run_case_save(
+                str(output / case),
+                cases[case]["images"],
+                str(label),
+                plans,
+                configuration,
+                dataset_json,
+            )
+            shutil.copy2(label, folder / "gt_segmentations" / label.name)
+    # Only now that every case is there may the split name the new ones.
+    for name in ("dataset.json", "splits_final.json"):
+        source, target = raw / name, folder / name
+        if source.exists() and (not target.exists() or source.read_bytes() != target.read_bytes()):
+            shutil.copy2(source, target)
+    return new
+
+
 def model_folder(results_root: str | Path, dataset_id: int, config: Config) -> Path:
     """Where nnU-Net puts (and we look for) a trained model."""
     return (
@@ -248,6 +301,29 @@ def model_folder(results_root: str | Path, dataset_id: int, config: Config) -> P
         / dataset_name(dataset_id)
         / f"{TRAINER}__{PLANS[config]}__{CONFIGURATION}"
     )
+
+
+def resume_checkpoint(fold_folder: str | Path) -> Path | None:
+    """The checkpoint a resumed training continues from: the furthest trained of
+    ``checkpoint_final.pth`` and ``checkpoint_latest.pth`` (else ``checkpoint_best.pth``).
+
+    nnU-Net's own rule takes ``checkpoint_final.pth`` whenever it exists; after a run that was
+    extended (more epochs) and interrupted, that final checkpoint is older than the latest one,
+    and every resume would go back to it.
+    """
+    import torch
+
+    fold_folder = Path(fold_folder)
+    candidates = []
+    for rank, name in enumerate(("checkpoint_final.pth", "checkpoint_latest.pth")):
+        path = fold_folder / name
+        if path.exists():
+            saved = torch.load(str(path), map_location="cpu", weights_only=False)
+            candidates.append((int(saved["current_epoch"]), -rank, path))
+    if candidates:
+        return max(candidates)[2]
+    best = fold_folder / "checkpoint_best.pth"
+    return best if best.exists() else None
 
 
 def train(
@@ -271,8 +347,9 @@ def train(
     ``epochs``, ``iterations_per_epoch``, ``validation_iterations``, ``checkpoint_every``
     (epochs between two ``checkpoint_latest.pth``) and ``anneal_epochs`` (the last epochs at the
     learning rate / 5) override the paper's schedule (for CPU runs and tests); they are saved
-    beside the checkpoints and re-applied on ``resume``, which continues from
-    ``checkpoint_latest.pth`` (epoch counter, optimizer, learning-rate rule and annealing).
+    beside the checkpoints and re-applied on ``resume``, which continues from the furthest
+    checkpoint (:func:`resume_checkpoint`: epoch counter, optimizer, learning-rate rule and
+    annealing).
 
     ``data_workers`` is the number of augmentation processes; by default none on a CPU (measured
     on 2 cores: 1.10 s per iteration in-process, 1.34 s with one worker competing for the cores)
@@ -281,7 +358,7 @@ def train(
     if data_workers is None and device == "cpu":
         data_workers = 0
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+    from nnunetv2.run.run_training import get_trainer_from_args
 
     if device == "cuda" and not torch.cuda.is_available():
         raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
@@ -318,7 +395,8 @@ def train(
                 setattr(trainer, name, int(value))
         folder.mkdir(parents=True, exist_ok=True)
         overrides_file.write_text(json.dumps(overrides, indent=2) + "\n")
-        maybe_load_checkpoint(trainer, resume, False)
+        if resume and (checkpoint := resume_checkpoint(folder)) is not None:
+            trainer.load_checkpoint(str(checkpoint))
         logger.info(
             "training fold %s from epoch %d to %d (%d iterations each) on %s",
             fold,
@@ -487,11 +565,14 @@ def strip_checkpoint(source: str | Path, destination: str | Path) -> None:
     torch.save(checkpoint, str(destination))
 
 
+_MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+
+
 def copy_model(source: str | Path, destination: str | Path) -> None:
     """Copy a model folder's inference files (plans, dataset, final checkpoints) elsewhere."""
     source, destination = check_model(source), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+    for name in _MODEL_FILES:
         if (source / name).exists():
             shutil.copy2(source / name, destination / name)
     for fold in sorted(source.glob("fold_*")):
@@ -502,7 +583,6 @@ def copy_model(source: str | Path, destination: str | Path) -> None:
             )
 
 
-_MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 _FOLD_FILES = ("checkpoint_final.pth", "debug.json", "progress.png")
 
 
