@@ -126,7 +126,8 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if predictor is None:
                     predictor = NewLesionPredictor(args.model or default_model())
                 probability = predictor.probability(pair.baseline, pair.followup)
-                labels, _ = lesion_labels(probability, 0.5, 3.0)
+                settings = predictor.postprocessing  # the model's own, as segment applies
+                labels, _ = lesion_labels(probability, settings.threshold, settings.min_lesion_mm3)
                 prediction = labels.array > 0
             else:
                 folder = args.work / "synthetic" / name

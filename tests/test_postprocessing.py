@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
-from msnewlesions.postprocessing import lesion_labels, lesion_table, to_native
+from msnewlesions.postprocessing import (
+    PostprocessingSettings,
+    lesion_labels,
+    lesion_table,
+    model_postprocessing,
+    to_native,
+    write_model_postprocessing,
+)
 from msnewlesions.preprocessing import registration
 from tests.conftest import oblique_affine
 
@@ -78,3 +88,27 @@ def test_no_lesion_gives_an_empty_table() -> None:
     labels, count = lesion_labels(empty)
     identity = registration.transform_from_matrix(np.eye(4))
     assert count == 0 and lesion_table(labels, labels, empty, identity) == []
+
+
+def test_a_models_own_settings_are_read_back_and_options_override_them(tmp_path: Path) -> None:
+    from msnewlesions.segment import SegmentOptions
+
+    assert model_postprocessing(tmp_path) == PostprocessingSettings(0.5, 3.0)  # no file: defaults
+    write_model_postprocessing(tmp_path, PostprocessingSettings(0.4, 10.0), "validation split")
+    saved = model_postprocessing(tmp_path)
+    assert saved == PostprocessingSettings(0.4, 10.0)
+    assert SegmentOptions().postprocessing(saved) == saved
+    assert SegmentOptions(threshold=0.6).postprocessing(saved) == PostprocessingSettings(0.6, 10.0)
+    assert SegmentOptions(min_lesion_mm3=0.0).postprocessing(saved) == PostprocessingSettings(
+        0.4, 0.0
+    )
+    # The model's 0.4 takes in the 0.49 block (27 voxels); its 10 mm3 drops the 8-voxel lesion.
+    labels, count = lesion_labels(probability_map(), saved.threshold, saved.min_lesion_mm3)
+    assert count == 3
+    assert sorted(np.bincount(labels.array.ravel())[1:].tolist()) == [27, 27, 72]
+
+
+def test_a_broken_settings_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "postprocessing.json").write_text('{"threshold": "high"}')
+    with pytest.raises(MSNewLesionsError, match="not a valid post-processing file"):
+        model_postprocessing(tmp_path)

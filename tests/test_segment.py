@@ -16,7 +16,12 @@ import pytest
 
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import read_volume
-from msnewlesions.postprocessing import lesion_labels
+from msnewlesions.model import nnunet
+from msnewlesions.postprocessing import (
+    PostprocessingSettings,
+    lesion_labels,
+    write_model_postprocessing,
+)
 from msnewlesions.preprocessing.registration import read_transform
 from msnewlesions.validation import mask_agreement
 from tests.conftest import run_cli
@@ -33,12 +38,21 @@ def segmented(
 ) -> Path:
     from msnewlesions.cli import main
 
-    out = tmp_path_factory.mktemp("segment") / "result"
-    model = chain["fold"].parent
+    root = tmp_path_factory.mktemp("segment")
+    out, model = root / "result", root / "model"
+    # A low threshold, saved as the model's own, so that the briefly trained model marks
+    # something to map and tabulate.
+    nnunet.copy_model(chain["fold"].parent, model)
+    write_model_postprocessing(model, PostprocessingSettings(0.05, 3.0), "test")
     argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
-    # A low threshold so that the briefly trained model marks something to map and tabulate.
-    assert main([*argv, "--out", str(out), "--model", str(model), "--threshold", "0.05", "-q"]) == 0
+    assert main([*argv, "--out", str(out), "--model", str(model), "-q"]) == 0
     return out
+
+
+def test_segment_applies_the_models_own_postprocessing(segmented: Path) -> None:
+    summary = json.loads((segmented / "summary.json").read_text())
+    assert (summary["threshold"], summary["min_lesion_mm3"]) == (0.05, 3.0)
+    assert summary["new_lesion_count"] > 0  # at 0.5 this briefly trained model marks nothing
 
 
 def test_segment_writes_every_output(segmented: Path) -> None:

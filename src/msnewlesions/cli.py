@@ -362,10 +362,16 @@ def segment(
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
-    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Probability threshold [default: the model's own, else 0.5]."),
+    ] = None,
     min_lesion_mm3: Annotated[
-        float, typer.Option(help="Lesions of this volume or less are dropped.")
-    ] = 3.0,
+        float | None,
+        typer.Option(
+            help="Lesions of this volume or less are dropped [default: the model's own, else 3]."
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,

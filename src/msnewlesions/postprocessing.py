@@ -7,20 +7,61 @@ less are dropped, and the rest are numbered 1..n by decreasing volume. The nativ
 label map carried onto the follow-up's grid through ``followup_to_mni`` by nearest neighbour, so a
 lesion keeps its number in both spaces; its native centroid is the MNI centroid mapped through the
 same transform.
+
+The threshold and minimum volume belong to the model they were chosen for: a model folder may hold
+``postprocessing.json`` (written by ``benchmarks/postprocessing.py`` from that model's validation
+split, as nnU-Net determines its own post-processing on cross-validation); without it,
+:class:`PostprocessingSettings`' defaults apply (0.5, and MSSEG-2's 3 mm3).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.preprocessing import registration
 
 _SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
+
+#: The file in a model folder that holds the post-processing chosen for that model.
+POSTPROCESSING_FILE = "postprocessing.json"
+
+
+@dataclass(frozen=True)
+class PostprocessingSettings:
+    """Probability threshold and minimum lesion volume (components of that volume or less go)."""
+
+    threshold: float = 0.5
+    min_lesion_mm3: float = 3.0
+
+
+def model_postprocessing(model_folder: str | Path) -> PostprocessingSettings:
+    """The settings saved in ``model_folder``'s ``postprocessing.json``, else the defaults."""
+    path = Path(model_folder) / POSTPROCESSING_FILE
+    if not path.exists():
+        return PostprocessingSettings()
+    try:
+        saved = json.loads(path.read_text())
+        names = {f.name for f in fields(PostprocessingSettings)}
+        return PostprocessingSettings(**{k: float(v) for k, v in saved.items() if k in names})
+    except (ValueError, TypeError, AttributeError) as error:
+        raise MSNewLesionsError(f"{path} is not a valid post-processing file: {error}") from error
+
+
+def write_model_postprocessing(
+    model_folder: str | Path, settings: PostprocessingSettings, chosen_on: str
+) -> Path:
+    """Save ``settings`` in ``model_folder`` with a note of the data they were chosen on."""
+    path = Path(model_folder) / POSTPROCESSING_FILE
+    path.write_text(json.dumps(asdict(settings) | {"chosen_on": chosen_on}, indent=2) + "\n")
+    return path
 
 
 @dataclass(frozen=True)

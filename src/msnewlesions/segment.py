@@ -31,7 +31,13 @@ from msnewlesions.io import (
     read_volume,
     write_volume,
 )
-from msnewlesions.postprocessing import Lesion, lesion_labels, lesion_table, to_native
+from msnewlesions.postprocessing import (
+    Lesion,
+    PostprocessingSettings,
+    lesion_labels,
+    lesion_table,
+    to_native,
+)
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.pipeline import (
     PreprocessedPair,
@@ -49,9 +55,18 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "model" / "weights"
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    threshold: float = 0.5
-    min_lesion_mm3: float = 3.0
+    """``threshold`` / ``min_lesion_mm3``: None takes the model's own (its postprocessing.json)."""
+
+    threshold: float | None = None
+    min_lesion_mm3: float | None = None
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+
+    def postprocessing(self, model_settings: PostprocessingSettings) -> PostprocessingSettings:
+        """These options over the model's settings."""
+        return PostprocessingSettings(
+            model_settings.threshold if self.threshold is None else self.threshold,
+            model_settings.min_lesion_mm3 if self.min_lesion_mm3 is None else self.min_lesion_mm3,
+        )
 
 
 @dataclass
@@ -62,6 +77,7 @@ class Segmentation:
     lesions: list[Lesion]
     preprocessed: PreprocessedPair
     seconds: dict[str, float]
+    postprocessing: PostprocessingSettings
 
 
 def default_model() -> Path:
@@ -80,8 +96,15 @@ def segment_pair(
     predictor: Any,
     options: SegmentOptions | None = None,
 ) -> Segmentation:
-    """Segment the new lesions of ``followup`` against ``baseline`` with a loaded predictor."""
+    """Segment the new lesions of ``followup`` against ``baseline`` with a loaded predictor.
+
+    The threshold and minimum lesion volume are ``options``' where given, else the predictor's
+    model's own (its ``postprocessing`` attribute, when it has one), else the defaults.
+    """
     options = options or SegmentOptions()
+    settings = options.postprocessing(
+        getattr(predictor, "postprocessing", None) or PostprocessingSettings()
+    )
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     preprocessed = preprocess_pair(baseline, followup, options.preprocess)
@@ -95,13 +118,15 @@ def segment_pair(
     logger.info("nnU-Net prediction done (%.1f s)", seconds["prediction"])
 
     start = time.perf_counter()
-    labels_mni, count = lesion_labels(probability, options.threshold, options.min_lesion_mm3)
+    labels_mni, count = lesion_labels(probability, settings.threshold, settings.min_lesion_mm3)
     labels_native = to_native(labels_mni, followup, preprocessed.followup_to_mni)
     lesions = lesion_table(labels_mni, labels_native, probability, preprocessed.followup_to_mni)
     new_lesions = followup.with_array((labels_native.array > 0).astype(np.uint8))
     seconds["postprocessing"] = round(time.perf_counter() - start, 2)
     logger.info("%d new lesion(s)", count)
-    return Segmentation(new_lesions, labels_mni, probability, lesions, preprocessed, seconds)
+    return Segmentation(
+        new_lesions, labels_mni, probability, lesions, preprocessed, seconds, settings
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -125,8 +150,8 @@ def summary_of(
     return {
         "new_lesion_count": len(result.lesions),
         "new_lesion_volume_mm3": round(total, 2),
-        "threshold": options.threshold,
-        "min_lesion_mm3": options.min_lesion_mm3,
+        "threshold": result.postprocessing.threshold,
+        "min_lesion_mm3": result.postprocessing.min_lesion_mm3,
         "model": str(model),
         "qc": qc,
         "warnings": qc.get("warnings", []),

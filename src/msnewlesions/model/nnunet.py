@@ -516,10 +516,14 @@ class NewLesionPredictor:
         test_time_augmentation: bool = False,
         checkpoint: str = "checkpoint_final.pth",
     ) -> None:
+        from msnewlesions.postprocessing import model_postprocessing
+
         with open_model(model) as folder:  # a zip is unpacked only while the weights load
             self._predictor, self.folds = _load_predictor(
                 folder, folds, device, test_time_augmentation, checkpoint
             )
+            #: The threshold and minimum lesion volume chosen for this model (or the defaults).
+            self.postprocessing = model_postprocessing(folder)
 
     def probability(self, baseline: Volume, followup: Volume) -> Volume:
         """The new-lesion probability map (float32) on the pair's (preprocessed) grid."""
@@ -565,11 +569,12 @@ def strip_checkpoint(source: str | Path, destination: str | Path) -> None:
     torch.save(checkpoint, str(destination))
 
 
-_MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+_MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json", "postprocessing.json")
 
 
 def copy_model(source: str | Path, destination: str | Path) -> None:
-    """Copy a model folder's inference files (plans, dataset, final checkpoints) elsewhere."""
+    """Copy a model folder's inference files (plans, dataset, post-processing, final checkpoints)
+    elsewhere."""
     source, destination = check_model(source), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     for name in _MODEL_FILES:

@@ -1,0 +1,165 @@
+"""Choose ``segment``'s post-processing (probability threshold, minimum lesion volume) for a model
+on its own validation split, never on the pairs the accuracy benchmark reports.
+
+The network's probability maps of the validation cases of one fold (``splits_final.json`` of the
+training dataset: for the default model, synthetic pairs from the hold-out patients' scans drawn
+with the training seed, never trained on) are computed once and cached in WORK; every (threshold,
+minimum volume) of the grid is then applied as ``segment`` applies it (6-connected components,
+those of the minimum volume or less dropped) and scored with MSSEG-2's lesion-wise detection:
+mean Dice and lesion F1 on the cases with new lesions, false lesions per case without, and the
+pooled lesion F1 over every case (detected lesions / all true lesions, true / all marked lesions,
+the empty cases' false lesions included), which is what the choice maximises; near ties (0.005)
+go to the smaller minimum volume, then the threshold nearest 0.5. ``--write`` saves the choice
+as the model's ``postprocessing.json``, which ``segment`` then applies by default.
+
+    python benchmarks/postprocessing.py --dataset WORK/raw/Dataset510_MSNewLesions
+        [--model DIR] [--fold 0] [--work benchmark_output/postprocessing] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from msnewlesions.io import read_volume
+from msnewlesions.metrics import case_metrics
+from msnewlesions.postprocessing import (
+    PostprocessingSettings,
+    lesion_labels,
+    write_model_postprocessing,
+)
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_VOLUMES_MM3 = (3.0, 5.0, 8.0, 10.0, 15.0, 20.0)
+
+
+def validation_cases(dataset: Path, fold: int) -> list[str]:
+    splits = json.loads((dataset / "splits_final.json").read_text())
+    return list(splits[fold]["val"])
+
+
+def cached_probability(case: str, dataset: Path, work: Path, predictor_factory) -> np.ndarray:
+    """The case's probability map (float16 in WORK), computed by the network the first time."""
+    cache = work / f"{case}_probability.npz"
+    if cache.exists():
+        return np.load(cache)["probability"].astype(np.float32)
+    baseline = read_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz")
+    followup = read_volume(dataset / "imagesTr" / f"{case}_0001.nii.gz")
+    probability = predictor_factory().probability(baseline, followup).array
+    np.savez_compressed(cache, probability=probability.astype(np.float16))
+    return probability
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="the training raw dataset")
+    parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path("benchmark_output/postprocessing"))
+    parser.add_argument("--write", action="store_true", help="save the choice in the model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not (args.dataset / "splits_final.json").exists():
+        print(
+            f"{args.dataset} has no splits_final.json; pass the training dataset", file=sys.stderr
+        )
+        return 1
+    args.work.mkdir(parents=True, exist_ok=True)
+    predictor = None
+
+    def predictor_factory():
+        nonlocal predictor
+        if predictor is None:
+            from msnewlesions.model.nnunet import NewLesionPredictor
+            from msnewlesions.segment import default_model
+
+            predictor = NewLesionPredictor(args.model or default_model())
+        return predictor
+
+    cases = []
+    for case in validation_cases(args.dataset, args.fold):
+        probability = cached_probability(case, args.dataset, args.work, predictor_factory)
+        reference = read_volume(args.dataset / "labelsTr" / f"{case}.nii.gz")
+        cases.append((case, probability, reference))
+        logging.info("%s: max probability %.2f", case, float(probability.max()))
+
+    grid = []
+    for threshold in THRESHOLDS:
+        for min_volume in MIN_VOLUMES_MM3:
+            dice, f1, false_positives = [], [], []
+            detected = true_marks = references = marks = 0
+            for _, probability, reference in cases:
+                labels, count = lesion_labels(
+                    reference.with_array(probability), threshold, min_volume
+                )
+                metrics = case_metrics(
+                    labels.array > 0, reference.array > 0, reference.voxel_volume_mm3
+                )
+                marks += metrics.n_pred_lesions
+                if metrics.n_ref_lesions > 0:
+                    dice.append(metrics.dice)
+                    f1.append(metrics.lesion_f1)
+                    references += metrics.n_ref_lesions
+                    detected += round(metrics.lesion_sensitivity * metrics.n_ref_lesions)
+                    true_marks += round(metrics.lesion_ppv * metrics.n_pred_lesions)
+                else:
+                    false_positives.append(count)
+            sensitivity = detected / references if references else 0.0
+            ppv = true_marks / marks if marks else 0.0
+            pooled = 2 * sensitivity * ppv / (sensitivity + ppv) if sensitivity + ppv else 0.0
+            grid.append(
+                {
+                    "threshold": threshold,
+                    "min_lesion_mm3": min_volume,
+                    "dice": float(np.mean(dice)),
+                    "lesion_f1": float(np.mean(f1)),
+                    "false_positives_per_empty_case": float(np.mean(false_positives)),
+                    "pooled_lesion_f1": pooled,
+                }
+            )
+    n_with = sum(1 for _, _, r in cases if r.array.any())
+    print(
+        f"\nvalidation cases of fold {args.fold}: {n_with} with new lesions, "
+        f"{len(cases) - n_with} without"
+    )
+    print(
+        f"{'threshold':>9} {'min mm3':>8} {'dice':>7} {'lesion_f1':>9} {'FP/empty':>9} "
+        f"{'pooled F1':>9}"
+    )
+    for row in grid:
+        print(
+            f"{row['threshold']:>9.1f} {row['min_lesion_mm3']:>8.0f} {row['dice']:>7.3f} "
+            f"{row['lesion_f1']:>9.3f} {row['false_positives_per_empty_case']:>9.2f} "
+            f"{row['pooled_lesion_f1']:>9.3f}"
+        )
+    best = max(r["pooled_lesion_f1"] for r in grid)
+    near_best = [r for r in grid if r["pooled_lesion_f1"] >= best - 0.005]
+    choice = min(near_best, key=lambda r: (r["min_lesion_mm3"], abs(r["threshold"] - 0.5)))
+    print(
+        f"\nchoice: threshold {choice['threshold']}, minimum lesion volume "
+        f"{choice['min_lesion_mm3']:.0f} mm3 (pooled lesion F1 {choice['pooled_lesion_f1']:.3f}; "
+        f"lesion F1 {choice['lesion_f1']:.3f} on cases with new lesions, "
+        f"{choice['false_positives_per_empty_case']:.2f} false lesions per case without)"
+    )
+    if args.write:
+        from msnewlesions.segment import default_model
+
+        model = args.model or default_model()
+        settings = PostprocessingSettings(choice["threshold"], choice["min_lesion_mm3"])
+        note = (
+            f"benchmarks/postprocessing.py: fold {args.fold} validation split of "
+            f"{args.dataset.name} ({len(cases)} cases), best pooled lesion F1"
+        )
+        print(f"written: {write_model_postprocessing(model, settings, note)}")
+    result = {"model": str(args.model or "shipped"), "grid": grid, "choice": choice}
+    (args.work / "postprocessing.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
