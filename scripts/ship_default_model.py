@@ -6,7 +6,8 @@ MODEL_FOLDER is nnU-Net's ``Trainer__Plans__configuration`` folder (with plans.j
 dataset.json and fold_0/). The chosen checkpoint of fold 0 is stripped of its optimizer state and
 written as ``src/msnewlesions/model/weights/fold_0/checkpoint_final.pth`` (the name the predictor
 loads); ``TRAINING_LOG.md`` beside it gets one row per epoch (losses, hold-out pseudo-Dice,
-learning rate, minutes) from the checkpoint's own log.
+learning rate, minutes) from the checkpoint's own log; hand-written notes between the log's
+header and its table (runs not in the table, changes of data) are kept.
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from msnewlesions.model.nnunet import strip_checkpoint
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "msnewlesions" / "model" / "weights"
 
 
-def training_log(checkpoint_path: Path) -> str:
+TABLE_HEADER = (
+    "| epoch | train loss | validation loss | pseudo-Dice (EMA) | learning rate | minutes |"
+)
+
+
+def kept_notes(previous_log: str) -> list[str]:
+    """The hand-written paragraphs of a previous log (between its fixed header and its table)."""
+    if TABLE_HEADER not in previous_log or "is noisy.\n" not in previous_log:
+        return []
+    notes = previous_log.split("is noisy.\n", 1)[1].split(TABLE_HEADER, 1)[0].strip("\n")
+    return [*notes.split("\n"), ""] if notes else []
+
+
+def training_log(checkpoint_path: Path, previous_log: str = "") -> str:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     log = checkpoint["logging"]
     lines = [
@@ -35,7 +49,8 @@ def training_log(checkpoint_path: Path) -> str:
         "the synthetic hold-out pairs (validation split of fold 0; anatomy never trained on).",
         "Only a few of those batches hold a lesion, so the pseudo-Dice is noisy.",
         "",
-        "| epoch | train loss | validation loss | pseudo-Dice (EMA) | learning rate | minutes |",
+        *kept_notes(previous_log),
+        TABLE_HEADER,
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     epochs = len(log["train_losses"])
@@ -62,9 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copy2(args.model / name, WEIGHTS / name)
     strip_checkpoint(source, WEIGHTS / "fold_0" / "checkpoint_final.pth")
-    (WEIGHTS / "TRAINING_LOG.md").write_text(training_log(source))
+    log_file = WEIGHTS / "TRAINING_LOG.md"
+    previous = log_file.read_text() if log_file.exists() else ""
+    log_file.write_text(training_log(source, previous))  # its hand-written notes are kept
     size = (WEIGHTS / "fold_0" / "checkpoint_final.pth").stat().st_size / 2**20
     print(f"shipped {source} -> {WEIGHTS} ({size:.1f} MB)")
+    stale = WEIGHTS / "postprocessing.json"
+    if stale.exists():  # chosen for the previous weights
+        stale.unlink()
+    print(
+        "choose its post-processing next: python benchmarks/postprocessing.py "
+        "--dataset RAW_DATASET --write"
+    )
     return 0
 
 
