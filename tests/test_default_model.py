@@ -10,6 +10,7 @@ import torch
 
 from msnewlesions.example import write_example_pair
 from msnewlesions.model.nnunet import check_model
+from msnewlesions.postprocessing import model_postprocessing
 from msnewlesions.segment import DEFAULT_MODEL, default_model
 
 CHECKPOINT = DEFAULT_MODEL / "fold_0" / "checkpoint_final.pth"
@@ -51,3 +52,11 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions(
     assert case["lesion_sensitivity"] == 1.0, case
     assert case["lesion_ppv"] >= 0.75, case
     assert case["dice"] >= 0.6, case
+    # segment applied the shipped model's own post-processing and says so.
+    summary = json.loads((out / "summary.json").read_text())
+    applied = model_postprocessing(DEFAULT_MODEL)
+    assert (summary["threshold"], summary["min_lesion_mm3"]) == (
+        applied.threshold,
+        applied.min_lesion_mm3,
+    )
+    assert 0.0 < applied.threshold < 1.0 and applied.min_lesion_mm3 >= 3.0  # MSSEG-2's floor
