@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
+from msnewlesions.metrics import MIN_LESION_MM3
 from msnewlesions.preprocessing import registration
 
 _SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
@@ -39,7 +40,7 @@ class PostprocessingSettings:
     """Probability threshold and minimum lesion volume (components of that volume or less go)."""
 
     threshold: float = 0.5
-    min_lesion_mm3: float = 3.0
+    min_lesion_mm3: float = MIN_LESION_MM3  # MSSEG-2's smallest lesion
 
 
 def model_postprocessing(model_folder: str | Path) -> PostprocessingSettings:
@@ -89,7 +90,7 @@ class Lesion:
 
 
 def lesion_labels(
-    probability: Volume, threshold: float = 0.5, min_lesion_mm3: float = 3.0
+    probability: Volume, threshold: float = 0.5, min_lesion_mm3: float = MIN_LESION_MM3
 ) -> tuple[Volume, int]:
     """Lesions numbered 1..n by decreasing volume (uint16); components of ``min_lesion_mm3``
     or less are removed, as MSSEG-2's evaluation ignores them."""

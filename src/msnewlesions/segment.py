@@ -99,12 +99,10 @@ def segment_pair(
     """Segment the new lesions of ``followup`` against ``baseline`` with a loaded predictor.
 
     The threshold and minimum lesion volume are ``options``' where given, else the predictor's
-    model's own (its ``postprocessing`` attribute, when it has one), else the defaults.
+    model's own (the predictor's ``postprocessing``: its postprocessing.json, else the defaults).
     """
     options = options or SegmentOptions()
-    settings = options.postprocessing(
-        getattr(predictor, "postprocessing", None) or PostprocessingSettings()
-    )
+    settings = options.postprocessing(predictor.postprocessing)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     preprocessed = preprocess_pair(baseline, followup, options.preprocess)
