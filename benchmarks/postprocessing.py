@@ -13,7 +13,7 @@ go to the smaller minimum volume, then the threshold nearest 0.5. ``--write`` sa
 as the model's ``postprocessing.json``, which ``segment`` then applies by default.
 
     python benchmarks/postprocessing.py --dataset WORK/raw/Dataset510_MSNewLesions
-        [--model DIR] [--fold 0] [--work benchmark_output/postprocessing] [--write]
+        [--model DIR] [--fold 0] [--work benchmark_output/postprocessing] [--tta] [--write]
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ def validation_cases(dataset: Path, fold: int) -> list[str]:
     return list(splits[fold]["val"])
 
 
-def cached_probability(case: str, dataset: Path, work: Path, predictor_factory) -> np.ndarray:
+def cached_probability(
+    case: str, dataset: Path, work: Path, predictor_factory, tta: bool = False
+) -> np.ndarray:
     """The case's probability map (float16 in WORK), computed by the network the first time."""
-    cache = work / f"{case}_probability.npz"
+    cache = work / f"{case}_probability{'_tta' if tta else ''}.npz"
     if cache.exists():
         return np.load(cache)["probability"].astype(np.float32)
     baseline = read_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz")
@@ -61,9 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("benchmark_output/postprocessing"))
+    parser.add_argument(
+        "--tta", action="store_true", help="mirroring test-time augmentation (8x network time)"
+    )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.tta and args.write:
+        print(
+            "--write saves settings for segment's default inference, which has no --tta; "
+            "choose without --tta to write them",
+            file=sys.stderr,
+        )
+        return 1
     if not (args.dataset / "splits_final.json").exists():
         print(
             f"{args.dataset} has no splits_final.json; pass the training dataset", file=sys.stderr
@@ -78,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             from msnewlesions.model.nnunet import NewLesionPredictor
             from msnewlesions.segment import default_model
 
-            predictor = NewLesionPredictor(args.model or default_model())
+            predictor = NewLesionPredictor(
+                args.model or default_model(), test_time_augmentation=args.tta
+            )
         return predictor
 
     cases = []
     for case in validation_cases(args.dataset, args.fold):
-        probability = cached_probability(case, args.dataset, args.work, predictor_factory)
+        probability = cached_probability(case, args.dataset, args.work, predictor_factory, args.tta)
         reference = read_volume(args.dataset / "labelsTr" / f"{case}.nii.gz")
         cases.append((case, probability, reference))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
@@ -156,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.dataset.name} ({len(cases)} cases), best pooled lesion F1"
         )
         print(f"written: {write_model_postprocessing(model, settings, note)}")
-    result = {"model": str(args.model or "shipped"), "grid": grid, "choice": choice}
+    result = {
+        "model": str(args.model or "shipped"),
+        "test_time_augmentation": args.tta,
+        "grid": grid,
+        "choice": choice,
+    }
     (args.work / "postprocessing.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
