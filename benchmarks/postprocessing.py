@@ -12,7 +12,14 @@ the empty cases' false lesions included), which is what the choice maximises; ne
 go to the smaller minimum volume, then the threshold nearest 0.5. ``--write`` saves the choice
 as the model's ``postprocessing.json``, which ``segment`` then applies by default.
 
-    python benchmarks/postprocessing.py --dataset WORK/raw/Dataset510_MSNewLesions
+The training run's own split (4 pairs per hold-out scan, 16 in all) is too small to choose on:
+one pair's false lesions swing the choice. The default model's settings were chosen on 12 pairs
+per hold-out scan, the same seed (its first 16 pairs are the training split's), made with
+
+    msnewlesions synthesize --open-ms-data ../shared/data/open_ms_data --out WORK/selection \\
+        --cache WORK/anatomy --pairs 0 --holdout-pairs 12
+
+    python benchmarks/postprocessing.py --dataset WORK/selection/Dataset510_MSNewLesions
         [--model DIR] [--fold 0] [--work benchmark_output/postprocessing] [--tta] [--write]
 """
 
