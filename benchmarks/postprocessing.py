@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("benchmark_output/postprocessing"))
     parser.add_argument(
-        "--tta", action="store_true", help="mirroring test-time augmentation (8x network time)"
+        "--tta",
+        action="store_true",
+        help="mirroring test-time augmentation (8 network passes per tile)",
     )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not (args.dataset / "splits_final.json").exists():
         print(
-            f"{args.dataset} has no splits_final.json; pass the training dataset", file=sys.stderr
+            f"{args.dataset} has no splits_final.json; "
+            "pass a dataset made by msnewlesions synthesize",
+            file=sys.stderr,
         )
         return 1
     args.work.mkdir(parents=True, exist_ok=True)
