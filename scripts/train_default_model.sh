@@ -15,15 +15,18 @@ EPOCHS="${EPOCHS:-40}"
 PAIRS="${PAIRS:-24}"   # synthetic training pairs per training scan (the shipped model: 12 up to
                        # epoch 24, then 24; a larger number extends the dataset)
 ANNEAL="${ANNEAL:-6}"  # the last epochs at the learning rate / 5
+LEARNING_RATE="${LEARNING_RATE:-}"  # set: continue at this rate from the next epoch (lower, to
+                                    # fine-tune a run whose loss has flattened)
 mkdir -p "$WORK"
 FOLD="$WORK/nnunet/results/Dataset510_MSNewLesions/nnUNetTrainerMSNewLesions__nnUNetPlans_cpu__3d_fullres/fold_0"
-RESUME=""
-if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then RESUME="--resume"; fi
+OPTIONS=""
+if [ -n "$LEARNING_RATE" ]; then OPTIONS="--learning-rate $LEARNING_RATE"; fi
+if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then OPTIONS="$OPTIONS --resume"; fi
 setsid nohup bash -c "
   .venv/bin/msnewlesions synthesize --open-ms-data '$DATA' --out '$WORK/raw' --cache '$WORK/anatomy' \
     --pairs $PAIRS &&
   .venv/bin/msnewlesions train --dataset '$WORK/raw/Dataset510_MSNewLesions' --fold 0 \
     --work '$WORK/nnunet' --config cpu --epochs $EPOCHS --iterations 250 \
-    --validation-iterations 20 --checkpoint-every 1 --anneal-epochs $ANNEAL $RESUME
+    --validation-iterations 20 --checkpoint-every 1 --anneal-epochs $ANNEAL $OPTIONS
 " >> "$WORK/train.log" 2>&1 < /dev/null &
 echo "training in the background (pid $!); log: $WORK/train.log"

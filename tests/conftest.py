@@ -91,6 +91,21 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         preprocessed, results, 502, 0, "cpu", resume=True, epochs=3, validate=False, **short
     )
     second = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    # Fine-tuning: resumed once more, at a lower learning rate from the next epoch on.
+    nnunet.train(
+        preprocessed,
+        results,
+        502,
+        0,
+        "cpu",
+        resume=True,
+        epochs=4,
+        learning_rate=0.0004,
+        validate=False,
+        **short,
+    )
+    third = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    schedule = json.loads((fold / "msnewlesions_schedule.json").read_text())
 
     case = json.loads((dataset / "splits_final.json").read_text())[0]["val"][0]
     inputs = root / "inputs"
@@ -104,6 +119,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "fold": fold,
         "first": first,
         "second": second,
+        "third": third,
+        "schedule": schedule,
         "first_debug": first_debug,
         "input": inputs / f"{case}_0000.nii.gz",
         "prediction": root / "predictions" / f"{case}.nii.gz",

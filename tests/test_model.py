@@ -71,6 +71,17 @@ def test_annealing_divides_the_learning_rate_once_for_the_last_epochs(chain: dic
     assert second["trainer_name"] == nnunet.TRAINER
 
 
+def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> None:
+    third = chain["third"]
+    # Epochs 0-2 as before (0.01, then 0.002 after annealing); epoch 3 at the rate asked for.
+    assert third["logging"]["lrs"] == pytest.approx([0.01, 0.002, 0.002, 0.0004])
+    assert third["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.0004)
+    # The same optimizer goes on (Adam's steps 6 -> 8), and the rate is not part of the schedule
+    # that later resumes re-apply: it lives in the checkpoint's optimizer state.
+    assert float(third["optimizer_state"]["state"][0]["step"]) == 8.0
+    assert "learning_rate" not in chain["schedule"] and chain["schedule"]["num_epochs"] == 4
+
+
 def test_the_run_records_the_papers_optimizer_and_checkpointing(chain: dict) -> None:
     debug = chain["first_debug"]
     assert "Adam" in debug["optimizer"] and "ReduceLROnPlateau" in debug["lr_scheduler"]

@@ -279,6 +279,14 @@ def train(
             "paper's plateau rule [default: 0]."
         ),
     ] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Initial learning rate; with --resume, the rate to continue at from the next "
+            "epoch (fine-tuning at a lower rate) [default: 0.01, or the checkpoint's].",
+            min=0.0,
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -310,6 +318,7 @@ def train(
         validation_iterations=validation_iterations,
         checkpoint_every=checkpoint_every,
         anneal_epochs=anneal_epochs,
+        learning_rate=learning_rate,
     )
     typer.echo(f"trained: {folder}")
 

@@ -339,6 +339,7 @@ def train(
     validation_iterations: int | None = None,
     checkpoint_every: int | None = None,
     anneal_epochs: int | None = None,
+    learning_rate: float | None = None,
     data_workers: int | None = None,
     validate: bool = True,
 ) -> Path:
@@ -350,6 +351,11 @@ def train(
     beside the checkpoints and re-applied on ``resume``, which continues from the furthest
     checkpoint (:func:`resume_checkpoint`: epoch counter, optimizer, learning-rate rule and
     annealing).
+
+    ``learning_rate`` replaces the paper's initial 0.01; with ``resume`` it replaces the
+    checkpoint's current rate from the next epoch on (fine-tuning a plateaued run at a lower rate).
+    It is a one-time change, not saved with the schedule: the checkpoints written afterwards carry
+    the new rate in their optimizer state, and the learning-rate rules go on from it.
 
     ``data_workers`` is the number of augmentation processes; by default none on a CPU (measured
     on 2 cores: 1.10 s per iteration in-process, 1.34 s with one worker competing for the cores)
@@ -395,8 +401,13 @@ def train(
                 setattr(trainer, name, int(value))
         folder.mkdir(parents=True, exist_ok=True)
         overrides_file.write_text(json.dumps(overrides, indent=2) + "\n")
+        if learning_rate is not None:
+            trainer.initial_lr = float(learning_rate)
         if resume and (checkpoint := resume_checkpoint(folder)) is not None:
             trainer.load_checkpoint(str(checkpoint))
+            if learning_rate is not None:
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = float(learning_rate)
         logger.info(
             "training fold %s from epoch %d to %d (%d iterations each) on %s",
             fold,
