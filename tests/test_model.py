@@ -82,6 +82,16 @@ def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> 
     assert "learning_rate" not in chain["schedule"] and chain["schedule"]["num_epochs"] == 4
 
 
+def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = tmp_path / "Dataset510_MSNewLesions"
+    argv = ["train", "--dataset", str(dataset), "--fold", "0", "--learning-rate", "0"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1 and "--learning-rate must be above 0" in err
+    assert not (tmp_path / "nnunet").exists()  # nothing planned or written
+
+
 def test_the_run_records_the_papers_optimizer_and_checkpointing(chain: dict) -> None:
     debug = chain["first_debug"]
     assert "Adam" in debug["optimizer"] and "ReduceLROnPlateau" in debug["lr_scheduler"]

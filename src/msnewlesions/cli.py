@@ -284,7 +284,6 @@ def train(
         typer.Option(
             help="Initial learning rate; with --resume, the rate to continue at from the next "
             "epoch (fine-tuning at a lower rate) [default: 0.01, or the checkpoint's].",
-            min=0.0,
         ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
@@ -294,6 +293,8 @@ def train(
     """Plan and preprocess (once; cases added later are preprocessed with the same plans) and
     train one fold with the paper's nnU-Net trainer."""
     _configure_logging(verbose, quiet)
+    if learning_rate is not None and not learning_rate > 0:
+        raise MSNewLesionsError(f"--learning-rate must be above 0 (got {learning_rate}).")
     from msnewlesions.model import nnunet
 
     dataset_id = nnunet.dataset_id_of(dataset)
