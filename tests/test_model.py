@@ -85,11 +85,11 @@ def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> 
 def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dataset = tmp_path / "Dataset510_MSNewLesions"
-    argv = ["train", "--dataset", str(dataset), "--fold", "0", "--learning-rate", "0"]
-    code, _, err = run_cli(argv, capsys)
+    dataset, work = tmp_path / "raw" / "Dataset510_MSNewLesions", tmp_path / "nnunet"
+    argv = ["train", "--dataset", str(dataset), "--fold", "0", "--work", str(work)]
+    code, _, err = run_cli([*argv, "--learning-rate", "0"], capsys)
     assert code == 1 and "--learning-rate must be above 0" in err
-    assert not (tmp_path / "nnunet").exists()  # nothing planned or written
+    assert not work.exists()  # nothing planned or written
 
 
 def test_the_run_records_the_papers_optimizer_and_checkpointing(chain: dict) -> None:
