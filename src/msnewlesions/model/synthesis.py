@@ -42,6 +42,7 @@ from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
 from msnewlesions.preprocessing.pipeline import PreprocessOptions
+from msnewlesions.preprocessing.resolution import reslice
 from msnewlesions.preprocessing.skullstrip import hdbet_brain_mask
 
 if TYPE_CHECKING:
@@ -485,22 +486,6 @@ def fade_old_lesions(
 # ---------------------------------------------------------------------------------------------
 # A second acquisition
 # ---------------------------------------------------------------------------------------------
-
-
-def reslice(image: np.ndarray, axis: int, thickness_mm: float) -> np.ndarray:
-    """Through slices ``thickness_mm`` thick along ``axis`` (1 mm voxels) and back to 1 mm."""
-    sigma = thickness_mm / 2.355  # a Gaussian slice profile with this full width at half maximum
-    blurred = ndimage.gaussian_filter1d(image, sigma, axis=axis)
-    zoom = [1.0, 1.0, 1.0]
-    zoom[axis] = 1.0 / thickness_mm
-    thick = ndimage.zoom(blurred, zoom, order=1, grid_mode=True, mode="nearest")
-    back = [1.0, 1.0, 1.0]
-    back[axis] = image.shape[axis] / thick.shape[axis]
-    restored = ndimage.zoom(thick, back, order=3, grid_mode=True, mode="nearest")
-    out = np.zeros_like(image)
-    common = tuple(slice(0, min(a, b)) for a, b in zip(image.shape, restored.shape, strict=True))
-    out[common] = restored[common]
-    return out
 
 
 def bias_field(shape: tuple[int, ...], amplitude: float, rng: np.random.Generator) -> np.ndarray:
