@@ -5,8 +5,10 @@ on every complete real pair of open_ms_data.
   hold-out patients (``synthesis.HOLDOUT_PATIENTS``), which the default model never trained on:
   ``--with-lesions`` pairs with 1-10 new lesions and ``--without`` pairs with none per scan. Each
   pair's two acquisitions are written as scans and run through ``segment`` (registration, HD-BET,
-  N4, network, mapping back), unless ``--direct`` feeds the already-preprocessed pair to the
-  network (the model alone, faster).
+  N4, slice matching, network, mapping back), unless ``--direct`` feeds the already-preprocessed
+  pair (slice-matched, as segment does) to the network (the model alone, faster). The tables
+  show each pair's slice thickness and what slice matching did (``--no-slice-matching`` turns it
+  off, to compare).
 * Real pairs: ``segment`` on the raw FLAIRs; the mask is carried onto the database's common grid
   by its reference transform and scored against the full change mask, and against its
   new/enlarging part (components gaining FLAIR signal, as the dataset's ``new_only`` rule).
@@ -16,6 +18,7 @@ figure to WORK/accuracy.json.
 
     python benchmarks/accuracy.py [--model DIR] [--data ../shared/data/open_ms_data]
         [--work DIR] [--with-lesions 3] [--without 2] [--seed 99] [--direct]
+        [--no-slice-matching]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from msnewlesions.model import synthesis
 from msnewlesions.model.datasets import keep_gaining_components
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.intensity import zscore
+from msnewlesions.preprocessing.resolution import match_resolution
 from msnewlesions.validation import open_ms_pairs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
@@ -65,10 +69,17 @@ def slices(info: dict[str, Any]) -> str:
     return f"{thickness(info['baseline_acquisition'])}/{thickness(info['followup_acquisition'])}"
 
 
+def matched(slice_matches: list[dict[str, Any]]) -> str:
+    """What slice matching did: 'b2:4.0' = the baseline resliced along axis 2 through 4.0 mm."""
+    if not slice_matches:
+        return "-"
+    return ",".join(f"{m['resliced'][0]}{m['axis']}:{m['thickness_mm']:.1f}" for m in slice_matches)
+
+
 def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
     print(f"\n{title}")
     header = f"{'case':48s}" + "".join(f"{c[:12]:>13s}" for c in COLUMNS) + "   ref  pred"
-    print(header + ("  slices (mm)" if any("slices" in row for row in rows) else ""))
+    print(header + ("  slices (mm)  matched" if any("slices" in row for row in rows) else ""))
 
     def cell(value: float | None) -> str:
         return f"{'-':>13s}" if value is None else f"{value:13.3f}"
@@ -78,7 +89,7 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | Non
             f"{row['case']:48s}"
             + "".join(cell(row[c]) for c in COLUMNS)
             + f"{row['n_ref_lesions']:6d}{row['n_pred_lesions']:6d}"
-            + (f"  {row['slices']}" if "slices" in row else "")
+            + (f"  {row['slices']:11s}  {row['matched']}" if "slices" in row else "")
         )
     means: dict[str, float | None] = {}
     for column in COLUMNS:
@@ -86,11 +97,16 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | Non
         means[column] = float(np.mean(values)) if values else None
     print(f"{'mean':48s}" + "".join(cell(means[c]) for c in COLUMNS))
     if rows and "slices" in rows[0]:
-        print("slices: baseline/follow-up slice thickness, mm ('-': not resliced)")
+        print(
+            "slices: baseline/follow-up slice thickness, mm ('-': not resliced); matched: the "
+            "scan (b/f) segment resliced, along which axis, through how many mm"
+        )
     return means
 
 
-def segment_folder(baseline: Path, followup: Path, out: Path, model: Path | None) -> Path:
+def segment_folder(
+    baseline: Path, followup: Path, out: Path, model: Path | None, match_slices: bool = True
+) -> Path:
     from msnewlesions.cli import main
 
     if not (out / "new_lesions.nii.gz").exists():
@@ -98,6 +114,8 @@ def segment_folder(baseline: Path, followup: Path, out: Path, model: Path | None
         argv += ["--out", str(out), "-q", "--overwrite"]
         if model is not None:
             argv += ["--model", str(model)]
+        if not match_slices:
+            argv += ["--no-slice-matching"]
         if main(argv) != 0:
             raise SystemExit(f"segment failed on {baseline} / {followup}")
     return out / "new_lesions.nii.gz"
@@ -125,7 +143,13 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
             if args.direct:
                 if predictor is None:
                     predictor = NewLesionPredictor(args.model or default_model())
-                probability = predictor.probability(pair.baseline, pair.followup)
+                baseline, followup, matches = pair.baseline, pair.followup, []
+                if not args.no_slice_matching:
+                    baseline, followup, matches = match_resolution(
+                        baseline, followup, pair.brain_mask
+                    )
+                slice_matches = [m.as_dict() for m in matches]
+                probability = predictor.probability(baseline, followup)
                 settings = predictor.postprocessing  # the model's own, as segment applies
                 labels, _ = lesion_labels(probability, settings.threshold, settings.min_lesion_mm3)
                 prediction = labels.array > 0
@@ -140,11 +164,15 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                     folder / "followup.nii.gz",
                     folder / "segment",
                     args.model,
+                    not args.no_slice_matching,
                 )
                 prediction = read_volume(mask).array > 0
+                summary = json.loads((folder / "segment" / "summary.json").read_text())
+                slice_matches = summary.get("slice_matches", [])
             row = {"case": name, "seconds": round(time.perf_counter() - start, 1)}
             row |= score(prediction, pair.new_lesions.array > 0, 1.0)
             row["slices"] = slices(pair.info)
+            row["matched"] = matched(slice_matches)
             rows.append(row)
             logging.info("%s: %s", name, row)
     return rows
@@ -159,9 +187,11 @@ def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for pair in open_ms_pairs(args.data):
         start = time.perf_counter()
+        folder = args.work / "real" / pair.patient
         mask = segment_folder(
-            pair.baseline, pair.followup, args.work / "real" / pair.patient, args.model
+            pair.baseline, pair.followup, folder, args.model, not args.no_slice_matching
         )
+        summary = json.loads((folder / "summary.json").read_text())
         seconds = round(time.perf_counter() - start, 1)
         brain = read_volume(pair.brain_mask)
         brain = brain.with_array((brain.array > 0).astype(np.uint8))
@@ -178,6 +208,7 @@ def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
         for reference, name in ((change, "all changes"), (gaining, "new/enlarging")):
             row = {"case": f"{pair.patient} vs {name}", "seconds": seconds}
             row |= score(prediction, reference.array > 0, change.voxel_volume_mm3)
+            row["slice_matches"] = summary.get("slice_matches", [])
             rows.append(row)
         logging.info("%s: %d gaining of %d change components", pair.patient, kept, kept + dropped)
     return rows
@@ -192,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--without", type=int, default=2)
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--direct", action="store_true", help="skip segment's preprocessing")
+    parser.add_argument(
+        "--no-slice-matching", action="store_true", help="segment --no-slice-matching"
+    )
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     args = parser.parse_args(argv)
@@ -200,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"open_ms_data not found at {args.data}; pass --data", file=sys.stderr)
         return 1
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"model": str(args.model or "shipped"), "seed": args.seed}
+    results: dict[str, Any] = {
+        "model": str(args.model or "shipped"),
+        "seed": args.seed,
+        "slice_matching": not args.no_slice_matching,
+    }
     if not args.skip_synthetic:
         rows = synthetic_holdout(args)
         with_lesions = [r for r in rows if r["n_ref_lesions"] > 0]
@@ -225,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_real:
         rows = real_pairs(args)
         results["real"] = {"cases": rows, "mean": print_table("real open_ms_data pairs", rows)}
+        for row in rows[::2]:
+            print(
+                f"{row['case'].split(' vs ')[0]}: slices matched: {matched(row['slice_matches'])}"
+            )
     (args.work / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten: {args.work / 'accuracy.json'}")
     return 0

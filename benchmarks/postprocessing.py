@@ -40,6 +40,7 @@ from msnewlesions.postprocessing import (
     lesion_labels,
     write_model_postprocessing,
 )
+from msnewlesions.preprocessing.resolution import match_resolution
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_VOLUMES_MM3 = (3.0, 5.0, 8.0, 10.0, 15.0, 20.0)
@@ -51,14 +52,29 @@ def validation_cases(dataset: Path, fold: int) -> list[str]:
 
 
 def cached_probability(
-    case: str, dataset: Path, work: Path, predictor_factory, tta: bool = False
+    case: str,
+    dataset: Path,
+    work: Path,
+    predictor_factory,
+    tta: bool = False,
+    match_slices: bool = True,
 ) -> np.ndarray:
-    """The case's probability map (float16 in WORK), computed by the network the first time."""
-    cache = work / f"{case}_probability{'_tta' if tta else ''}.npz"
+    """The case's probability map (float16 in WORK), computed by the network the first time.
+
+    Its inputs are resolution-matched first, as ``segment`` does, unless ``match_slices`` is off.
+    """
+    suffix = ("_tta" if tta else "") + ("" if match_slices else "_unmatched")
+    cache = work / f"{case}_probability{suffix}.npz"
     if cache.exists():
         return np.load(cache)["probability"].astype(np.float32)
     baseline = read_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz")
     followup = read_volume(dataset / "imagesTr" / f"{case}_0001.nii.gz")
+    if match_slices:
+        brain = (baseline.array != 0) | (followup.array != 0)
+        brain_mask = baseline.with_array(brain.astype(np.uint8))
+        baseline, followup, matches = match_resolution(baseline, followup, brain_mask)
+        for match in matches:
+            logging.info("%s: %s", case, match.as_dict())
     probability = predictor_factory().probability(baseline, followup).array
     np.savez_compressed(cache, probability=probability.astype(np.float16))
     return probability
@@ -74,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tta",
         action="store_true",
         help="mirroring test-time augmentation (8 network passes per tile)",
+    )
+    parser.add_argument(
+        "--no-slice-matching",
+        action="store_true",
+        help="feed the pairs as they are (segment --no-slice-matching)",
     )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
@@ -108,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = []
     for case in validation_cases(args.dataset, args.fold):
-        probability = cached_probability(case, args.dataset, args.work, predictor_factory, args.tta)
+        probability = cached_probability(
+            case, args.dataset, args.work, predictor_factory, args.tta, not args.no_slice_matching
+        )
         reference = read_volume(args.dataset / "labelsTr" / f"{case}.nii.gz")
         cases.append((case, probability, reference))
         logging.info("%s: max probability %.2f", case, float(probability.max()))

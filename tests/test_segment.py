@@ -13,9 +13,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from msnewlesions.example import write_example_pair
-from msnewlesions.io import read_volume
+from msnewlesions.io import read_volume, write_volume
 from msnewlesions.model import nnunet
 from msnewlesions.postprocessing import (
     PostprocessingSettings,
@@ -23,6 +24,7 @@ from msnewlesions.postprocessing import (
     write_model_postprocessing,
 )
 from msnewlesions.preprocessing.registration import read_transform
+from msnewlesions.preprocessing.resolution import reslice
 from msnewlesions.validation import mask_agreement
 from tests.conftest import run_cli
 
@@ -53,6 +55,51 @@ def test_segment_applies_the_models_own_postprocessing(segmented: Path) -> None:
     summary = json.loads((segmented / "summary.json").read_text())
     assert (summary["threshold"], summary["min_lesion_mm3"]) == (0.05, 3.0)
     assert summary["new_lesion_count"] > 0  # at 0.5 this briefly trained model marks nothing
+
+
+@pytest.fixture(scope="module")
+def thick_slice_followup(example: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The example baseline with fine texture (1 mm detail), and the same brain seen through
+    4 mm axial slices as the follow-up: a 3D baseline against a 2D follow-up."""
+    folder = tmp_path_factory.mktemp("thick_slice_followup")
+    baseline = read_volume(example["baseline"])
+    rng = np.random.default_rng(0)
+    texture = ndimage.gaussian_filter(rng.normal(size=baseline.shape), 0.8)
+    textured = baseline.array * (1 + 0.15 * texture / texture.std())
+    thick = reslice(textured, axis=2, thickness_mm=4.0) + rng.normal(0, 10, baseline.shape)
+    paths = {"baseline": folder / "baseline.nii.gz", "followup": folder / "followup.nii.gz"}
+    for role, array in (("baseline", textured), ("followup", thick)):
+        array = np.where(baseline.array > 0, np.clip(array, 0, None), 0).astype(np.float32)
+        write_volume(baseline.with_array(array), paths[role], np.float32)
+    return {role: str(path) for role, path in paths.items()}
+
+
+def test_a_thick_slice_followup_is_compared_with_the_baseline_seen_through_its_slices(
+    chain: dict, thick_slice_followup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["segment", "-t1", thick_slice_followup["baseline"], "-t2"]
+    argv += [thick_slice_followup["followup"], "--out", str(tmp_path / "out")]
+    code, _, _ = run_cli([*argv, "--model", str(chain["fold"].parent), "-q"], capsys)
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["slice_matching"] is True
+    [match] = summary["slice_matches"]
+    assert (match["axis"], match["resliced"]) == (2, "baseline")  # MNI z: the axial slices
+    assert 3.0 <= match["thickness_mm"] <= 5.0
+    assert summary["seconds"]["slice_matching"] < 30
+
+
+def test_slice_matching_can_be_turned_off(
+    chain: dict, thick_slice_followup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["segment", "-t1", thick_slice_followup["baseline"], "-t2"]
+    argv += [thick_slice_followup["followup"], "--out", str(tmp_path / "out")]
+    options = ["--model", str(chain["fold"].parent), "--no-slice-matching", "-q"]
+    code, _, _ = run_cli([*argv, *options], capsys)
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["slice_matching"], summary["slice_matches"]) == (False, [])
+    assert "slice_matching" not in summary["seconds"]
 
 
 def test_segment_writes_every_output(segmented: Path) -> None:

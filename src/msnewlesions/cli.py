@@ -382,6 +382,14 @@ def segment(
             help="Lesions of this volume or less are dropped [default: the model's own, else 3]."
         ),
     ] = None,
+    match_slices: Annotated[
+        bool,
+        typer.Option(
+            "--match-slices/--no-slice-matching",
+            help="Where one scan's slices are thicker along an axis, reslice the other like it "
+            "before comparing (fewer false new lesions between 2D and 3D acquisitions).",
+        ),
+    ] = True,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
@@ -401,7 +409,9 @@ def segment(
         raise MSNewLesionsError("give both scans: --baseline B --followup F (or -t1 B -t2 F).")
     if (out is None) == (mask is None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
-    options = SegmentOptions(threshold, min_lesion_mm3, PreprocessOptions(device=device.value))
+    options = SegmentOptions(
+        threshold, min_lesion_mm3, PreprocessOptions(device=device.value), match_slices
+    )
     result = segment_files(
         baseline,
         followup,

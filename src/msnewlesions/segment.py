@@ -1,6 +1,8 @@
 """``msnewlesions segment``: two FLAIR scans in, the new lesions out on the follow-up's own grid.
 
-preprocess (registration, HD-BET, N4, crop, z-score) -> nnU-Net probability in MNI space ->
+preprocess (registration, HD-BET, N4, crop, z-score) -> slice matching (the sharper scan resliced
+like the other along any axis where their slices differ; preprocessing/resolution.py) -> nnU-Net
+probability in MNI space ->
 threshold and minimum lesion size -> lesions numbered in MNI -> mask on the follow-up's native grid
 through the saved transform. Outputs (DESIGN.md): ``new_lesions.nii.gz`` (uint8, the follow-up's
 shape and affine), ``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``, ``report.html``,
@@ -45,6 +47,7 @@ from msnewlesions.preprocessing.pipeline import (
     preprocess_pair,
     software_versions,
 )
+from msnewlesions.preprocessing.resolution import match_resolution
 from msnewlesions.report.html import render_report
 
 logger = logging.getLogger(__name__)
@@ -55,11 +58,15 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "model" / "weights"
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """``threshold`` / ``min_lesion_mm3``: None takes the model's own (its postprocessing.json)."""
+    """``threshold`` / ``min_lesion_mm3``: None takes the model's own (its postprocessing.json).
+
+    ``match_slices``: see the two scans through the same slices before the network compares them.
+    """
 
     threshold: float | None = None
     min_lesion_mm3: float | None = None
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+    match_slices: bool = True
 
     def postprocessing(self, model_settings: PostprocessingSettings) -> PostprocessingSettings:
         """These options over the model's settings."""
@@ -78,6 +85,8 @@ class Segmentation:
     preprocessed: PreprocessedPair
     seconds: dict[str, float]
     postprocessing: PostprocessingSettings
+    #: Axes along which one scan was resliced like the other (SliceMatch.as_dict()), if any.
+    slice_matches: list[dict[str, Any]] = field(default_factory=list)
 
 
 def default_model() -> Path:
@@ -108,9 +117,24 @@ def segment_pair(
     preprocessed = preprocess_pair(baseline, followup, options.preprocess)
     seconds["preprocessing"] = round(time.perf_counter() - start, 2)
 
+    model_baseline, model_followup, matches = preprocessed.baseline, preprocessed.followup, []
+    if options.match_slices:
+        start = time.perf_counter()
+        model_baseline, model_followup, matches = match_resolution(
+            preprocessed.baseline, preprocessed.followup, preprocessed.brain_mask
+        )
+        seconds["slice_matching"] = round(time.perf_counter() - start, 2)
+        for match in matches:
+            logger.info(
+                "slices differ along axis %d: %s resliced through %.2f mm slices",
+                match.axis,
+                match.resliced,
+                match.thickness_mm,
+            )
+
     logger.info("nnU-Net prediction (folds %s) ...", ",".join(predictor.folds))
     start = time.perf_counter()
-    probability = predictor.probability(preprocessed.baseline, preprocessed.followup)
+    probability = predictor.probability(model_baseline, model_followup)
     probability = probability.with_array(probability.array * (preprocessed.brain_mask.array > 0))
     seconds["prediction"] = round(time.perf_counter() - start, 2)
     logger.info("nnU-Net prediction done (%.1f s)", seconds["prediction"])
@@ -123,7 +147,14 @@ def segment_pair(
     seconds["postprocessing"] = round(time.perf_counter() - start, 2)
     logger.info("%d new lesion(s)", count)
     return Segmentation(
-        new_lesions, labels_mni, probability, lesions, preprocessed, seconds, settings
+        new_lesions,
+        labels_mni,
+        probability,
+        lesions,
+        preprocessed,
+        seconds,
+        settings,
+        [match.as_dict() for match in matches],
     )
 
 
@@ -150,6 +181,8 @@ def summary_of(
         "new_lesion_volume_mm3": round(total, 2),
         "threshold": result.postprocessing.threshold,
         "min_lesion_mm3": result.postprocessing.min_lesion_mm3,
+        "slice_matching": options.match_slices,
+        "slice_matches": result.slice_matches,
         "model": str(model),
         "qc": qc,
         "warnings": qc.get("warnings", []),
