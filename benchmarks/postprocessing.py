@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.tta and args.write:
+    if (args.tta or args.no_slice_matching) and args.write:
         print(
-            "--write saves settings for segment's default inference, which has no --tta; "
-            "choose without --tta to write them",
+            "--write saves settings for segment's default inference, which matches slices and "
+            "has no --tta; choose without --tta and --no-slice-matching to write them",
             file=sys.stderr,
         )
         return 1
@@ -202,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         note = (
             f"benchmarks/postprocessing.py: fold {args.fold} validation split of "
             f"{args.dataset.name} ({len(cases)} cases), best pooled lesion F1"
+            + ("" if args.no_slice_matching else ", slice-matched inputs as segment feeds them")
         )
         print(f"written: {write_model_postprocessing(model, settings, note)}")
     result = {
         "model": str(args.model or "shipped"),
         "test_time_augmentation": args.tta,
+        "slice_matching": not args.no_slice_matching,
         "grid": grid,
         "choice": choice,
     }
