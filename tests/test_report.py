@@ -86,3 +86,29 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     subprocess.run([browser, *flags], check=True, capture_output=True, timeout=120)
     data = screenshot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [
+        (
+            {
+                "slice_matching": True,
+                "slice_matches": [
+                    {"axis": 2, "resliced": "followup", "thickness_mm": 4.0},
+                    {"axis": 0, "resliced": "baseline", "thickness_mm": 3.25},
+                ],
+            },
+            "follow-up seen through 4 mm slices along z (across axial slices), like the other "
+            "scan; baseline seen through 3.25 mm slices along x (left-right), like the other scan",
+        ),
+        ({"slice_matching": True, "slice_matches": []}, "not needed"),
+        ({"slice_matching": False, "slice_matches": []}, "off (--no-slice-matching)"),
+    ],
+)
+def test_the_report_says_what_slice_matching_did(summary: dict, expected: str) -> None:
+    baseline, followup, labels, table = volumes()
+    page = render_report({**SUMMARY, **summary}, table, baseline, followup, labels)
+    row = re.search(r"<td>Slice matching before the comparison</td><td>([^<]*)</td>", page)
+    assert row is not None
+    assert expected in row.group(1)

@@ -86,6 +86,26 @@ def lesion_views(
     )
 
 
+#: The preprocessed (MNI) grid's axes, in the words of a reader.
+_AXES = ("x (left-right)", "y (front-back)", "z (across axial slices)")
+
+
+def slice_matching_text(summary: dict[str, Any]) -> str | None:
+    """What slice matching did, in one line (None: a summary from before it existed)."""
+    if "slice_matching" not in summary:
+        return None
+    if not summary["slice_matching"]:
+        return "off (--no-slice-matching)"
+    matches = summary.get("slice_matches", [])
+    if not matches:
+        return "not needed: the scans are equally sharp along every axis"
+    return "; ".join(
+        f"{'baseline' if m['resliced'] == 'baseline' else 'follow-up'} seen through "
+        f"{m['thickness_mm']:g} mm slices along {_AXES[m['axis']]}, like the other scan"
+        for m in matches
+    )
+
+
 def _qc_rows(summary: dict[str, Any]) -> str:
     qc = summary.get("qc", {})
     items = [
@@ -95,6 +115,7 @@ def _qc_rows(summary: dict[str, Any]) -> str:
         ("Registration refinement (mm)", qc.get("registration_refinement_shift_mm")),
         ("Voxel size baseline (mm)", qc.get("voxel_size_mm", {}).get("baseline_in")),
         ("Voxel size follow-up (mm)", qc.get("voxel_size_mm", {}).get("followup_in")),
+        ("Slice matching before the comparison", slice_matching_text(summary)),
     ]
     return "".join(
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(value))}</td></tr>"
