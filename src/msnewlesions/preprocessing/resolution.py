@@ -91,13 +91,14 @@ def reslice(
     return out
 
 
-def _brain_lines(image: np.ndarray, brain: np.ndarray, axis: int) -> np.ndarray:
-    """Profiles of ``WINDOW`` voxels along ``axis`` that lie wholly inside the (eroded) brain.
+def _inside(brain: np.ndarray) -> np.ndarray:
+    """The brain without its edge: skull stripping cuts every scan sharply there, thick slices or
+    not, and its step would swamp the fine detail that is measured."""
+    return ndimage.binary_erosion(brain, iterations=2)
 
-    The brain's edge is left out: skull stripping cuts every scan sharply there, thick slices or
-    not, and its step would swamp the fine detail that is measured.
-    """
-    inside = ndimage.binary_erosion(brain, iterations=2)
+
+def _brain_lines(image: np.ndarray, inside: np.ndarray, axis: int) -> np.ndarray:
+    """Profiles of ``WINDOW`` voxels along ``axis`` that lie wholly in ``inside``."""
     lines = np.moveaxis(image, axis, -1)
     inside = np.moveaxis(inside, axis, -1)
     length = lines.shape[-1]
@@ -130,7 +131,8 @@ def _band_power(lines: np.ndarray) -> float:
 
 def axis_sharpness(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Noise-corrected power of ``image``'s fine detail along each axis, inside ``brain``."""
-    return np.array([_band_power(_brain_lines(image, brain, axis)) for axis in range(3)])
+    inside = _inside(brain)
+    return np.array([_band_power(_brain_lines(image, inside, axis)) for axis in range(3)])
 
 
 def _log10_ratio(a: float, b: float) -> float:
@@ -161,16 +163,19 @@ def match_resolution(
     without mismatch comes back as given.
     """
     brain = brain_mask.array > 0
-    images = {"baseline": baseline.array.astype(np.float32), "followup": followup.array}
-    images["followup"] = images["followup"].astype(np.float32)
+    inside = _inside(brain)
+    images = {
+        "baseline": baseline.array.astype(np.float32),
+        "followup": followup.array.astype(np.float32),
+    }
     spacing = baseline.spacing
     matches: list[SliceMatch] = []
     while len(matches) < 3:
         ratios = np.array(
             [
                 _log10_ratio(
-                    _band_power(_brain_lines(images["baseline"], brain, axis)),
-                    _band_power(_brain_lines(images["followup"], brain, axis)),
+                    _band_power(_brain_lines(images["baseline"], inside, axis)),
+                    _band_power(_brain_lines(images["followup"], inside, axis)),
                 )
                 for axis in range(3)
             ]
@@ -188,8 +193,8 @@ def match_resolution(
         sharper, blurrier = (
             ("baseline", "followup") if excess[axis] > 0 else ("followup", "baseline")
         )
-        target = _band_power(_brain_lines(images[blurrier], brain, axis))
-        lines = _brain_lines(images[sharper], brain, axis)
+        target = _band_power(_brain_lines(images[blurrier], inside, axis))
+        lines = _brain_lines(images[sharper], inside, axis)
         thickness = _matching_thickness(lines, target, float(spacing[axis]))
         images[sharper] = reslice(images[sharper], axis, thickness, float(spacing[axis]))
         matches.append(SliceMatch(axis, sharper, thickness, float(ratios[axis])))
