@@ -501,14 +501,16 @@ def _predict(
     checkpoint: str,
 ) -> None:
     predictor, _ = _load_predictor(model, folds, device, test_time_augmentation, checkpoint)
+    # In this process: nnU-Net's worker processes are forked from a threaded parent, and one of
+    # them once hung for good on a lock it inherited (tests, 2026-11-25); on a few CPU cores
+    # they save little.
+    Path(output_folder).mkdir(parents=True, exist_ok=True)  # the sequential path does not
     with nnunet_environment(), _quiet():
-        predictor.predict_from_files(
+        predictor.predict_from_files_sequential(
             str(input_folder),
             str(output_folder),
             save_probabilities=save_probabilities,
             overwrite=True,
-            num_processes_preprocessing=1,
-            num_processes_segmentation_export=1,
         )
 
 
