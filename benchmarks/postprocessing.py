@@ -104,7 +104,17 @@ class SegmentedSelection:
         self.anatomy_cache = anatomy_cache
         self.predictor_factory = predictor_factory
 
-    def probability(self, case: str, reference: Volume, match_slices: bool) -> np.ndarray:
+    def probability(
+        self, case: str, reference: Volume, work: Path, match_slices: bool
+    ) -> np.ndarray:
+        """The case's probability on its label's grid (float16 in WORK), segmented once."""
+        cache = work / f"{case}_segment_probability{'' if match_slices else '_unmatched'}.npz"
+        if not cache.exists():
+            probability = self._segment(case, reference, match_slices)
+            np.savez_compressed(cache, probability=probability.astype(np.float16))
+        return np.load(cache)["probability"].astype(np.float32)
+
+    def _segment(self, case: str, reference: Volume, match_slices: bool) -> np.ndarray:
         from msnewlesions.model import synthesis
         from msnewlesions.preprocessing import registration
         from msnewlesions.segment import SegmentOptions, segment_pair
@@ -203,12 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 not args.no_slice_matching,
             )
         else:
-            suffix = "" if not args.no_slice_matching else "_unmatched"
-            cache = args.work / f"{case}_segment_probability{suffix}.npz"
-            if not cache.exists():
-                probability = selection.probability(case, reference, not args.no_slice_matching)
-                np.savez_compressed(cache, probability=probability.astype(np.float16))
-            probability = np.load(cache)["probability"].astype(np.float32)
+            probability = selection.probability(
+                case, reference, args.work, not args.no_slice_matching
+            )
         cases.append((case, probability, reference))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
 
