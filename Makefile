@@ -10,7 +10,7 @@ DEMO := demo_output
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev]"
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
