@@ -14,6 +14,9 @@ DATA="${OPEN_MS_DATA:-../shared/data/open_ms_data}"
 EPOCHS="${EPOCHS:-40}"
 PAIRS="${PAIRS:-24}"   # synthetic training pairs per training scan (the shipped model: 12 up to
                        # epoch 24, then 24; a larger number extends the dataset)
+PREPROCESSED_PAIRS="${PREPROCESSED_PAIRS:-0}"  # more pairs per training scan, made as segment
+                                              # sees them (registration, HD-BET, N4, slice
+                                              # matching: ~30 s each)
 ANNEAL="${ANNEAL:-6}"  # the last epochs at the learning rate / 5
 LEARNING_RATE="${LEARNING_RATE:-}"  # set: continue at this rate from the next epoch (lower, to
                                     # fine-tune a run whose loss has flattened)
@@ -24,7 +27,7 @@ if [ -n "$LEARNING_RATE" ]; then OPTIONS="--learning-rate $LEARNING_RATE"; fi
 if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then OPTIONS="$OPTIONS --resume"; fi
 setsid nohup bash -c "
   .venv/bin/msnewlesions synthesize --open-ms-data '$DATA' --out '$WORK/raw' --cache '$WORK/anatomy' \
-    --pairs $PAIRS &&
+    --pairs $PAIRS --preprocessed-pairs $PREPROCESSED_PAIRS &&
   .venv/bin/msnewlesions train --dataset '$WORK/raw/Dataset510_MSNewLesions' --fold 0 \
     --work '$WORK/nnunet' --config cpu --epochs $EPOCHS --iterations 250 \
     --validation-iterations 20 --checkpoint-every 1 --anneal-epochs $ANNEAL $OPTIONS

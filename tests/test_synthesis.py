@@ -206,3 +206,39 @@ def test_the_real_lesion_library_and_a_real_anatomy(open_ms_data: Path) -> None:
     assert (pair.brain_mask.array[label] > 0).all()
     # Real lesions are brighter than the brain at the follow-up (z-scores).
     assert np.median(pair.followup.array[label]) > np.median(pair.followup.array[~label]) + 0.5
+
+
+def test_preprocessed_pairs_are_written_as_segment_gives_them_to_the_network(
+    anatomy, library, tmp_path: Path
+) -> None:
+    """Drawn from a stream of their own, through registration, HD-BET, N4 and slice matching;
+    the label follows the lesions onto the preprocessed grid."""
+    folder = tmp_path / "Dataset597_MSNewLesions"
+    synthesis.write_synthetic_dataset(
+        folder, [(0, anatomy)], [], library, 0, 0, 5, preprocessed_pairs_per_anatomy=1
+    )
+    name = "example-preprocessed000"
+    assert json.loads((folder / "splits_final.json").read_text())[0]["train"] == [name]
+    record = json.loads((folder / "msnewlesions_cases.json").read_text())[name]
+    assert record["seed"] == [5, 0, 0, synthesis.PREPROCESSED_STREAM]
+    assert isinstance(record["through_preprocessing"]["slice_matches"], list)
+    # The same draw, written directly, is another pair than the direct stream's first one.
+    drawn = synthesis.synthesize_pair(anatomy, library, np.random.default_rng(record["seed"]))
+    direct = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(5, 0, 0))
+    assert drawn.new_lesions.array.sum() > 0
+    assert not np.array_equal(drawn.new_lesions.array, direct.new_lesions.array)
+
+    label = read_volume(folder / "labelsTr" / f"{name}.nii.gz")
+    baseline = read_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+    followup = read_volume(folder / "imagesTr" / f"{name}_0001.nii.gz")
+    assert label.shape == baseline.shape == followup.shape
+    np.testing.assert_allclose(label.affine, followup.affine, atol=1e-4)
+    lesions = label.array > 0
+    # Registration of a pair already on the template is near the identity: the volume is kept
+    # (nearest-neighbour resampling, within 10 %), and the lesions are where the follow-up
+    # gained signal: far brighter than at the baseline, unlike the rest of the brain.
+    assert abs(lesions.sum() - drawn.new_lesions.array.sum()) <= 0.1 * drawn.new_lesions.array.sum()
+    gain = followup.array - baseline.array
+    brain = baseline.array != 0
+    assert np.median(gain[lesions]) > 1.0
+    assert abs(np.median(gain[brain & ~lesions])) < 0.2

@@ -204,6 +204,13 @@ def synthesize(
     pairs: Annotated[int, typer.Option(help="Training pairs per training scan.")] = 12,
     holdout_pairs: Annotated[int, typer.Option(help="Validation pairs per hold-out scan.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2026,
+    preprocessed_pairs: Annotated[
+        int,
+        typer.Option(
+            help="More training pairs per training scan, made from the scans as segment sees "
+            "them (registration, HD-BET, N4, slice matching; about 30 s each).",
+        ),
+    ] = 0,
     real_pairs: Annotated[
         bool,
         typer.Option(
@@ -242,6 +249,7 @@ def synthesize(
         holdout_pairs,
         seed,
         real_pairs=datasets.read_open_ms_data(open_ms_data) if real_pairs else (),
+        preprocessed_pairs_per_anatomy=preprocessed_pairs,
     )
     split = json.loads((folder / "splits_final.json").read_text())[0]
     typer.echo(f"{folder}: {len(split['train'])} training and {len(split['val'])} hold-out pairs")

@@ -89,6 +89,51 @@ class Segmentation:
     slice_matches: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class ModelInputs:
+    """What the network is given: the preprocessed pair, slice-matched where asked."""
+
+    preprocessed: PreprocessedPair
+    baseline: Volume
+    followup: Volume
+    #: Axes along which one scan was resliced like the other (SliceMatch.as_dict()), if any.
+    slice_matches: list[dict[str, Any]]
+    seconds: dict[str, float]
+
+
+def model_inputs(
+    baseline: Volume, followup: Volume, options: SegmentOptions | None = None
+) -> ModelInputs:
+    """Preprocess two scans and match their slices (``options.match_slices``), as ``segment``
+    does before its network: training pairs and benchmarks made here meet what segment meets."""
+    options = options or SegmentOptions()
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    preprocessed = preprocess_pair(baseline, followup, options.preprocess)
+    seconds["preprocessing"] = round(time.perf_counter() - start, 2)
+    model_baseline, model_followup, matches = preprocessed.baseline, preprocessed.followup, []
+    if options.match_slices:
+        start = time.perf_counter()
+        model_baseline, model_followup, matches = match_resolution(
+            preprocessed.baseline, preprocessed.followup, preprocessed.brain_mask
+        )
+        seconds["slice_matching"] = round(time.perf_counter() - start, 2)
+        for match in matches:
+            logger.info(
+                "slices differ along axis %d: %s resliced through %.2f mm slices",
+                match.axis,
+                match.resliced,
+                match.thickness_mm,
+            )
+    return ModelInputs(
+        preprocessed,
+        model_baseline,
+        model_followup,
+        [match.as_dict() for match in matches],
+        seconds,
+    )
+
+
 def default_model() -> Path:
     """The model shipped inside the package, or one clear error saying how to get a model."""
     if (DEFAULT_MODEL / "plans.json").exists() and (DEFAULT_MODEL / "dataset.json").exists():
@@ -112,29 +157,12 @@ def segment_pair(
     """
     options = options or SegmentOptions()
     settings = options.postprocessing(predictor.postprocessing)
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    preprocessed = preprocess_pair(baseline, followup, options.preprocess)
-    seconds["preprocessing"] = round(time.perf_counter() - start, 2)
-
-    model_baseline, model_followup, matches = preprocessed.baseline, preprocessed.followup, []
-    if options.match_slices:
-        start = time.perf_counter()
-        model_baseline, model_followup, matches = match_resolution(
-            preprocessed.baseline, preprocessed.followup, preprocessed.brain_mask
-        )
-        seconds["slice_matching"] = round(time.perf_counter() - start, 2)
-        for match in matches:
-            logger.info(
-                "slices differ along axis %d: %s resliced through %.2f mm slices",
-                match.axis,
-                match.resliced,
-                match.thickness_mm,
-            )
+    inputs = model_inputs(baseline, followup, options)
+    preprocessed, seconds = inputs.preprocessed, dict(inputs.seconds)
 
     logger.info("nnU-Net prediction (folds %s) ...", ",".join(predictor.folds))
     start = time.perf_counter()
-    probability = predictor.probability(model_baseline, model_followup)
+    probability = predictor.probability(inputs.baseline, inputs.followup)
     probability = probability.with_array(probability.array * (preprocessed.brain_mask.array > 0))
     seconds["prediction"] = round(time.perf_counter() - start, 2)
     logger.info("nnU-Net prediction done (%.1f s)", seconds["prediction"])
@@ -154,7 +182,7 @@ def segment_pair(
         preprocessed,
         seconds,
         settings,
-        [match.as_dict() for match in matches],
+        inputs.slice_matches,
     )
 
 

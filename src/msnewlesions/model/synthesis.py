@@ -553,8 +553,12 @@ def misalign(
 # ---------------------------------------------------------------------------------------------
 
 
-def pair_rng(seed: int, anatomy_index: int, pair_index: int) -> np.random.Generator:
-    return np.random.default_rng((seed, anatomy_index, pair_index))
+def pair_rng(
+    seed: int, anatomy_index: int, pair_index: int, stream: int = 0
+) -> np.random.Generator:
+    """The generator of one pair; ``stream`` 0 is the directly written pairs' (3-part seed)."""
+    key = (seed, anatomy_index, pair_index) + ((stream,) if stream else ())
+    return np.random.default_rng(key)
 
 
 def synthesize_pair(
@@ -631,8 +635,41 @@ def synthesize_pair(
 HOLDOUT_PATIENTS = ("longitudinal-patient01", "longitudinal-patient03")
 
 
-def case_id(anatomy_name: str, pair_index: int) -> str:
-    return f"{anatomy_name}-synthetic{pair_index:03d}"
+def case_id(anatomy_name: str, pair_index: int, preprocessed: bool = False) -> str:
+    kind = "preprocessed" if preprocessed else "synthetic"
+    return f"{anatomy_name}-{kind}{pair_index:03d}"
+
+
+#: The fourth seed component of the pairs that go through ``segment``'s preprocessing: a stream
+#: of draws of its own, so that they are other pairs than the directly written ones.
+PREPROCESSED_STREAM = 1
+
+
+def as_segment_sees_it(
+    pair: SyntheticPair, options: PreprocessOptions | None = None, match_slices: bool = True
+) -> tuple[Volume, Volume, Volume, dict]:
+    """The pair's two scans as ``segment`` hands them to the network, and the label there.
+
+    The scans go through :func:`msnewlesions.segment.model_inputs` (registration, HD-BET, N4,
+    crop, z-score and, with ``match_slices``, slice matching), as in ``segment``; the label (on
+    the follow-up scan's grid) is resampled onto the resulting grid by nearest neighbour. A
+    network trained on such pairs meets at training what ``segment`` gives it, not the cleaner
+    directly z-scored pair. Returns baseline, follow-up, label and what was done (registration
+    QC, slice matches).
+    """
+    from msnewlesions.segment import SegmentOptions, model_inputs
+
+    segment_options = SegmentOptions(
+        preprocess=options or PreprocessOptions(), match_slices=match_slices
+    )
+    inputs = model_inputs(pair.baseline_scan, pair.followup_scan, segment_options)
+    preprocessed = inputs.preprocessed
+    label = registration.resample(
+        pair.new_lesions, preprocessed.brain_mask, preprocessed.followup_to_mni, "nearest"
+    )
+    info = {"qc": preprocessed.qc, "slice_matches": inputs.slice_matches}
+    binary = label.with_array((label.array > 0).astype(np.uint8))
+    return inputs.baseline, inputs.followup, binary, info
 
 
 def write_synthetic_dataset(
@@ -646,6 +683,7 @@ def write_synthetic_dataset(
     settings: SynthesisSettings | None = None,
     real_pairs: Sequence[Case] = (),
     preprocess: PreprocessOptions | None = None,
+    preprocessed_pairs_per_anatomy: int = 0,
 ) -> Path:
     """An nnU-Net raw dataset of synthetic pairs; fold 0 validates on the hold-out anatomy.
 
@@ -657,6 +695,11 @@ def write_synthetic_dataset(
     ``real_pairs`` (cases of :mod:`msnewlesions.model.datasets`) join the training side as they
     are, preprocessed with ``preprocess`` and labelled with only their components that gain FLAIR
     signal (:func:`~msnewlesions.model.datasets.keep_gaining_components`).
+
+    ``preprocessed_pairs_per_anatomy`` more pairs per training anatomy (``*-preprocessedNNN``,
+    drawn from stream :data:`PREPROCESSED_STREAM`) are written as ``segment`` gives them to the
+    network (:func:`as_segment_sees_it`): from the scans, through registration, HD-BET, N4 and
+    slice matching, about half a minute each.
     """
     from msnewlesions.model import datasets, nnunet
 
@@ -667,27 +710,36 @@ def write_synthetic_dataset(
     records_file = folder / "msnewlesions_cases.json"
     records = json.loads(records_file.read_text()) if records_file.exists() else {}
     split: dict[str, list[str]] = {"train": [], "val": []}
-    jobs = [(a, n, "train", pairs_per_anatomy) for a, n in training]
-    jobs += [(a, n, "val", holdout_pairs_per_anatomy) for a, n in holdout]
-    for anatomy_index, anatomy, role, count in jobs:
+    jobs = [(a, n, "train", pairs_per_anatomy, 0) for a, n in training]
+    jobs += [(a, n, "val", holdout_pairs_per_anatomy, 0) for a, n in holdout]
+    jobs += [
+        (a, n, "train", preprocessed_pairs_per_anatomy, PREPROCESSED_STREAM) for a, n in training
+    ]
+    for anatomy_index, anatomy, role, count, stream in jobs:
         for pair_index in range(count):
-            name = case_id(anatomy.name, pair_index)
+            name = case_id(anatomy.name, pair_index, preprocessed=stream == PREPROCESSED_STREAM)
             split[role].append(name)
             if (labels / f"{name}.nii.gz").exists() and name in records:
                 continue
-            rng = pair_rng(seed, anatomy_index, pair_index)
+            rng = pair_rng(seed, anatomy_index, pair_index, stream)
             pair = synthesize_pair(anatomy, library, rng, settings)
-            write_volume_atomically(pair.baseline, images / f"{name}_0000.nii.gz", np.float32)
-            write_volume_atomically(pair.followup, images / f"{name}_0001.nii.gz", np.float32)
-            write_volume_atomically(pair.new_lesions, labels / f"{name}.nii.gz", np.uint8)
-            records[name] = pair.info | {"role": role, "seed": [seed, anatomy_index, pair_index]}
-            records_file.write_text(json.dumps(records, indent=1) + "\n")
+            baseline, followup, label = pair.baseline, pair.followup, pair.new_lesions
+            info = dict(pair.info)
+            if stream == PREPROCESSED_STREAM:
+                baseline, followup, label, done = as_segment_sees_it(pair, preprocess)
+                info["through_preprocessing"] = done
+            write_volume_atomically(baseline, images / f"{name}_0000.nii.gz", np.float32)
+            write_volume_atomically(followup, images / f"{name}_0001.nii.gz", np.float32)
+            write_volume_atomically(label, labels / f"{name}.nii.gz", np.uint8)
+            key = [seed, anatomy_index, pair_index] + ([stream] if stream else [])
+            records[name] = info | {"role": role, "seed": key}
+            records_file.write_text(json.dumps(records, indent=1, default=str) + "\n")
             logger.info(
                 "%s (%s): %d new lesion(s), %d voxels",
                 name,
                 role,
-                len(pair.info["new_lesions"]),
-                int(pair.new_lesions.array.sum()),
+                len(info["new_lesions"]),
+                int(label.array.sum()),
             )
     for case in real_pairs:
         record = datasets.write_case(case, folder, True, preprocess or PreprocessOptions())
