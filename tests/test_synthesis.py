@@ -242,3 +242,31 @@ def test_preprocessed_pairs_are_written_as_segment_gives_them_to_the_network(
     brain = baseline.array != 0
     assert np.median(gain[lesions]) > 1.0
     assert abs(np.median(gain[brain & ~lesions])) < 0.2
+
+
+def test_a_pair_that_preprocessing_refuses_is_skipped_and_stays_skipped(
+    anatomy, library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """segment refuses scans its registration QC fails; such a pair is not training data."""
+    from msnewlesions.errors import MSNewLesionsError
+
+    def refuse(pair, options=None, match_slices=True):
+        raise MSNewLesionsError("the baseline could not be aligned to the MNI template.")
+
+    monkeypatch.setattr(synthesis, "as_segment_sees_it", refuse)
+    folder = tmp_path / "Dataset596_MSNewLesions"
+    arguments = ([(0, anatomy)], [], library, 1, 0, 5)
+    synthesis.write_synthetic_dataset(folder, *arguments, preprocessed_pairs_per_anatomy=1)
+    split = json.loads((folder / "splits_final.json").read_text())[0]
+    assert split["train"] == ["example-synthetic000"]
+    record = json.loads((folder / "msnewlesions_cases.json").read_text())["example-preprocessed000"]
+    assert record["role"] == "skipped"
+    assert "MNI template" in record["reason"]
+    assert not (folder / "labelsTr" / "example-preprocessed000.nii.gz").exists()
+
+    def must_not_run(pair, options=None, match_slices=True):
+        raise AssertionError("a skipped pair is not tried again")
+
+    monkeypatch.setattr(synthesis, "as_segment_sees_it", must_not_run)
+    synthesis.write_synthetic_dataset(folder, *arguments, preprocessed_pairs_per_anatomy=1)
+    assert json.loads((folder / "splits_final.json").read_text())[0] == split

@@ -718,6 +718,8 @@ def write_synthetic_dataset(
     for anatomy_index, anatomy, role, count, stream in jobs:
         for pair_index in range(count):
             name = case_id(anatomy.name, pair_index, preprocessed=stream == PREPROCESSED_STREAM)
+            if records.get(name, {}).get("role") == "skipped":
+                continue
             split[role].append(name)
             if (labels / f"{name}.nii.gz").exists() and name in records:
                 continue
@@ -725,13 +727,22 @@ def write_synthetic_dataset(
             pair = synthesize_pair(anatomy, library, rng, settings)
             baseline, followup, label = pair.baseline, pair.followup, pair.new_lesions
             info = dict(pair.info)
+            key = [seed, anatomy_index, pair_index] + ([stream] if stream else [])
             if stream == PREPROCESSED_STREAM:
-                baseline, followup, label, done = as_segment_sees_it(pair, preprocess)
+                try:
+                    baseline, followup, label, done = as_segment_sees_it(pair, preprocess)
+                except MSNewLesionsError as error:
+                    # segment would refuse these scans (its registration QC): not a pair that
+                    # the network is ever given.
+                    logger.warning("%s: skipped, preprocessing refused it: %s", name, error)
+                    split[role].remove(name)
+                    records[name] = {"role": "skipped", "reason": str(error), "seed": key}
+                    records_file.write_text(json.dumps(records, indent=1, default=str) + "\n")
+                    continue
                 info["through_preprocessing"] = done
             write_volume_atomically(baseline, images / f"{name}_0000.nii.gz", np.float32)
             write_volume_atomically(followup, images / f"{name}_0001.nii.gz", np.float32)
             write_volume_atomically(label, labels / f"{name}.nii.gz", np.uint8)
-            key = [seed, anatomy_index, pair_index] + ([stream] if stream else [])
             records[name] = info | {"role": role, "seed": key}
             records_file.write_text(json.dumps(records, indent=1, default=str) + "\n")
             logger.info(
