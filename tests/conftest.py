@@ -101,11 +101,27 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         resume=True,
         epochs=4,
         learning_rate=0.0004,
+        anneal_epochs=0,
         validate=False,
         **short,
     )
     third = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     schedule = json.loads((fold / "msnewlesions_schedule.json").read_text())
+    # A second fine-tuning phase with an anneal of its own: the new rate, then its fifth.
+    nnunet.train(
+        preprocessed,
+        results,
+        502,
+        0,
+        "cpu",
+        resume=True,
+        epochs=6,
+        learning_rate=0.001,
+        anneal_epochs=1,
+        validate=False,
+        **short,
+    )
+    fourth = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
 
     case = json.loads((dataset / "splits_final.json").read_text())[0]["val"][0]
     inputs = root / "inputs"
@@ -120,6 +136,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "first": first,
         "second": second,
         "third": third,
+        "fourth": fourth,
         "schedule": schedule,
         "first_debug": first_debug,
         "input": inputs / f"{case}_0000.nii.gz",

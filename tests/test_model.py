@@ -82,6 +82,16 @@ def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> 
     assert "learning_rate" not in chain["schedule"] and chain["schedule"]["num_epochs"] == 4
 
 
+def test_a_new_learning_rate_starts_a_phase_whose_last_epochs_are_annealed_again(
+    chain: dict,
+) -> None:
+    fourth = chain["fourth"]
+    # The earlier phases were annealed already (the checkpoint says so); a new rate with an
+    # anneal of its own still ends at its fifth: epoch 4 at 0.001, the last one (5) at 0.0002.
+    assert fourth["logging"]["lrs"][4:] == pytest.approx([0.001, 0.0002])
+    assert fourth["annealed"] and fourth["current_epoch"] == 6
+
+
 def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -355,7 +355,8 @@ def train(
     ``learning_rate`` replaces the paper's initial 0.01; with ``resume`` it replaces the
     checkpoint's current rate from the next epoch on (fine-tuning a plateaued run at a lower rate).
     It is a one-time change, not saved with the schedule: the checkpoints written afterwards carry
-    the new rate in their optimizer state, and the learning-rate rules go on from it.
+    the new rate in their optimizer state, and the learning-rate rules go on from it. It starts a
+    new phase: the last ``anneal_epochs`` of the run are annealed again, from the new rate.
 
     ``data_workers`` is the number of augmentation processes; by default none on a CPU (measured
     on 2 cores: 1.10 s per iteration in-process, 1.34 s with one worker competing for the cores)
@@ -408,6 +409,9 @@ def train(
             if learning_rate is not None:
                 for group in trainer.optimizer.param_groups:
                     group["lr"] = float(learning_rate)
+                # A new rate starts a new phase: its own last epochs are annealed again (the
+                # checkpoint's flag says only that the previous phase's were).
+                trainer.annealed = False
         logger.info(
             "training fold %s from epoch %d to %d (%d iterations each) on %s",
             fold,
