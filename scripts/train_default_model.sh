@@ -20,11 +20,17 @@ PREPROCESSED_PAIRS="${PREPROCESSED_PAIRS:-0}"  # more pairs per training scan, m
 ANNEAL="${ANNEAL:-6}"  # the last epochs at the learning rate / 5
 LEARNING_RATE="${LEARNING_RATE:-}"  # set: continue at this rate from the next epoch (lower, to
                                     # fine-tune a run whose loss has flattened)
+INITIAL_WEIGHTS="${INITIAL_WEIGHTS:-}"  # set (a checkpoint, e.g. the shipped model's): a run
+                                        # without checkpoints starts from these weights
 mkdir -p "$WORK"
 FOLD="$WORK/nnunet/results/Dataset510_MSNewLesions/nnUNetTrainerMSNewLesions__nnUNetPlans_cpu__3d_fullres/fold_0"
 OPTIONS=""
 if [ -n "$LEARNING_RATE" ]; then OPTIONS="--learning-rate $LEARNING_RATE"; fi
-if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then OPTIONS="$OPTIONS --resume"; fi
+if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then
+  OPTIONS="$OPTIONS --resume"
+elif [ -n "$INITIAL_WEIGHTS" ]; then
+  OPTIONS="$OPTIONS --initial-weights $(realpath "$INITIAL_WEIGHTS")"
+fi
 setsid nohup bash -c "
   .venv/bin/msnewlesions synthesize --open-ms-data '$DATA' --out '$WORK/raw' --cache '$WORK/anatomy' \
     --pairs $PAIRS --preprocessed-pairs $PREPROCESSED_PAIRS &&

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.model import nnunet
 from msnewlesions.model.trainers import plateau_scheduler
 from tests.conftest import run_cli
@@ -99,6 +100,61 @@ def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
     argv = ["train", "--dataset", str(dataset), "--fold", "0", "--work", str(work)]
     code, _, err = run_cli([*argv, "--learning-rate", "0"], capsys)
     assert code == 1 and "--learning-rate must be above 0" in err
+    assert not work.exists()  # nothing planned or written
+
+
+def test_a_new_run_starts_from_every_weight_it_is_given(chain: dict, tmp_path: Path) -> None:
+    given = chain["fold"] / "checkpoint_final.pth"
+    preprocessed = chain["fold"].parents[3] / "preprocessed"
+    # A rate too small to move any weight measurably in two Adam steps (each moves by ~lr).
+    fold = nnunet.train(
+        preprocessed,
+        tmp_path / "results",
+        502,
+        0,
+        "cpu",
+        epochs=1,
+        learning_rate=1e-9,
+        initial_weights=given,
+        iterations_per_epoch=2,
+        validation_iterations=1,
+        data_workers=0,
+        validate=False,
+    )
+    started = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    # A new run (epoch 0 -> 1) with a new optimizer (2 steps, not the source's 12)...
+    assert started["current_epoch"] == 1
+    assert float(started["optimizer_state"]["state"][0]["step"]) == 2.0
+    # ...whose network is the given one, output layers included (nnU-Net's own pretrained-weights
+    # loader leaves those random).
+    weights, source = started["network_weights"], chain["fourth"]["network_weights"]
+    assert weights.keys() == source.keys()
+    assert any(".seg_layers." in key for key in weights)
+    for key, value in weights.items():
+        torch.testing.assert_close(value, source[key], atol=1e-6, rtol=0)
+
+
+def test_weights_of_another_network_are_refused(chain: dict, tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save({"network_weights": {"encoder.weight": torch.zeros(3)}}, other)
+    preprocessed = chain["fold"].parents[3] / "preprocessed"
+    with pytest.raises(MSNewLesionsError, match="does not hold weights of this dataset's network"):
+        nnunet.train(
+            preprocessed, tmp_path / "results", 502, 0, "cpu", epochs=1, initial_weights=other
+        )
+
+
+def test_train_refuses_initial_weights_with_resume_or_without_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, work = tmp_path / "raw" / "Dataset510_MSNewLesions", tmp_path / "nnunet"
+    weights = tmp_path / "checkpoint_final.pth"
+    argv = ["train", "--dataset", str(dataset), "--fold", "0", "--work", str(work)]
+    code, _, err = run_cli([*argv, "--initial-weights", str(weights)], capsys)
+    assert code == 1 and "is not a checkpoint file" in err
+    weights.write_bytes(b"")
+    code, _, err = run_cli([*argv, "--initial-weights", str(weights), "--resume"], capsys)
+    assert code == 1 and "give only one of them" in err
     assert not work.exists()  # nothing planned or written
 
 

@@ -294,6 +294,14 @@ def train(
             "epoch (fine-tuning at a lower rate) [default: 0.01, or the checkpoint's].",
         ),
     ] = None,
+    initial_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--initial-weights",
+            help="Start a new run from this checkpoint's network (same plans; e.g. the shipped "
+            "model's fold_0/checkpoint_final.pth) instead of random weights.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -304,6 +312,8 @@ def train(
     if learning_rate is not None and not learning_rate > 0:
         raise MSNewLesionsError(f"--learning-rate must be above 0 (got {learning_rate}).")
     from msnewlesions.model import nnunet
+
+    nnunet.check_initial_weights(initial_weights, resume)
 
     dataset_id = nnunet.dataset_id_of(dataset)
     work = work or dataset.parent.parent / "nnunet"
@@ -328,6 +338,7 @@ def train(
         checkpoint_every=checkpoint_every,
         anneal_epochs=anneal_epochs,
         learning_rate=learning_rate,
+        initial_weights=initial_weights,
     )
     typer.echo(f"trained: {folder}")
 

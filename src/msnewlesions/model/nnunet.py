@@ -340,6 +340,7 @@ def train(
     checkpoint_every: int | None = None,
     anneal_epochs: int | None = None,
     learning_rate: float | None = None,
+    initial_weights: str | Path | None = None,
     data_workers: int | None = None,
     validate: bool = True,
 ) -> Path:
@@ -358,6 +359,12 @@ def train(
     the new rate in their optimizer state, and the learning-rate rules go on from it. It starts a
     new phase: the last ``anneal_epochs`` of the run are annealed again, from the new rate.
 
+    ``initial_weights`` (a checkpoint of a network with the same plans, e.g. a shipped model's
+    ``fold_0/checkpoint_final.pth``, optimizer stripped) starts a new run from those weights:
+    every layer, the output layers included (nnU-Net's own ``-pretrained_weights`` leaves those
+    out, as it transfers to a new task; this continues the same one), with a new optimizer at
+    epoch 0. It is how a model is trained further when its training checkpoints are gone.
+
     ``data_workers`` is the number of augmentation processes; by default none on a CPU (measured
     on 2 cores: 1.10 s per iteration in-process, 1.34 s with one worker competing for the cores)
     and nnU-Net's own choice on a GPU.
@@ -369,6 +376,7 @@ def train(
 
     if device == "cuda" and not torch.cuda.is_available():
         raise MSNewLesionsError("--device cuda was asked for, but no CUDA GPU is available.")
+    check_initial_weights(initial_weights, resume)
     fold_value: int | str = fold if fold == "all" else int(fold)
     folder = model_folder(results_root, dataset_id, config) / f"fold_{fold}"
     overrides_file = folder / "msnewlesions_schedule.json"
@@ -412,6 +420,8 @@ def train(
                 # A new rate starts a new phase: its own last epochs are annealed again (the
                 # checkpoint's flag says only that the previous phase's were).
                 trainer.annealed = False
+        if initial_weights is not None:
+            _load_initial_weights(trainer, Path(initial_weights))
         logger.info(
             "training fold %s from epoch %d to %d (%d iterations each) on %s",
             fold,
@@ -424,6 +434,36 @@ def train(
         if validate:
             trainer.perform_actual_validation(False)
     return folder
+
+
+def check_initial_weights(initial_weights: str | Path | None, resume: bool) -> None:
+    """Refuse, before any work, initial weights that are not a file or that come with resume."""
+    if initial_weights is None:
+        return
+    if resume:
+        raise MSNewLesionsError(
+            "--resume continues a run from its own checkpoint; --initial-weights starts a new "
+            "one: give only one of them."
+        )
+    if not Path(initial_weights).is_file():
+        raise MSNewLesionsError(f"--initial-weights: {initial_weights} is not a checkpoint file.")
+
+
+def _load_initial_weights(trainer: Any, checkpoint: Path) -> None:
+    """Every weight of ``checkpoint``'s network into the trainer's (same plans), strictly."""
+    import torch
+
+    trainer.initialize()
+    try:
+        saved = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+        trainer.network.load_state_dict(saved["network_weights"])
+    except (RuntimeError, KeyError, TypeError, OSError, EOFError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise MSNewLesionsError(
+            f"--initial-weights: {checkpoint} does not hold weights of this dataset's network "
+            f"(a model trained with other plans?): {first_line}"
+        ) from None
+    logger.info("starting from the weights of %s", checkpoint)
 
 
 def predict(
