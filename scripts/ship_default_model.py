@@ -1,13 +1,16 @@
 """Copy a trained fold into the package as the default model, and write its training log.
 
     python scripts/ship_default_model.py MODEL_FOLDER [--checkpoint checkpoint_latest.pth]
+        [--first-epoch K]
 
 MODEL_FOLDER is nnU-Net's ``Trainer__Plans__configuration`` folder (with plans.json,
 dataset.json and fold_0/). The chosen checkpoint of fold 0 is stripped of its optimizer state and
 written as ``src/msnewlesions/model/weights/fold_0/checkpoint_final.pth`` (the name the predictor
 loads); ``TRAINING_LOG.md`` beside it gets one row per epoch (losses, hold-out pseudo-Dice,
 learning rate, minutes) from the checkpoint's own log; hand-written notes between the log's
-header and its table (runs not in the table, changes of data) are kept.
+header and its table (runs not in the table, changes of data) are kept. A run started from the
+shipped weights (``train --initial-weights``) counts its epochs from 0 again: ``--first-epoch K``
+keeps the previous log's rows 0 to K-1 and numbers the new run's epochs from K on.
 """
 
 from __future__ import annotations
@@ -37,7 +40,19 @@ def kept_notes(previous_log: str) -> list[str]:
     return [*notes.split("\n"), ""] if notes else []
 
 
-def training_log(checkpoint_path: Path, previous_log: str = "") -> str:
+def earlier_rows(previous_log: str, first_epoch: int) -> list[str]:
+    """The previous log's table rows of the epochs before ``first_epoch``."""
+    if TABLE_HEADER not in previous_log:
+        return []
+    rows = []
+    for line in previous_log.split(TABLE_HEADER, 1)[1].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0].isdigit() and int(cells[0]) < first_epoch:
+            rows.append(line)
+    return rows
+
+
+def training_log(checkpoint_path: Path, previous_log: str = "", first_epoch: int = 0) -> str:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     log = checkpoint["logging"]
     lines = [
@@ -52,12 +67,14 @@ def training_log(checkpoint_path: Path, previous_log: str = "") -> str:
         *kept_notes(previous_log),
         TABLE_HEADER,
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        *earlier_rows(previous_log, first_epoch),
     ]
     epochs = len(log["train_losses"])
     for epoch in range(epochs):
         minutes = (log["epoch_end_timestamps"][epoch] - log["epoch_start_timestamps"][epoch]) / 60
         lines.append(
-            f"| {epoch} | {log['train_losses'][epoch]:.4f} | {log['val_losses'][epoch]:.4f} | "
+            f"| {first_epoch + epoch} | {log['train_losses'][epoch]:.4f} | "
+            f"{log['val_losses'][epoch]:.4f} | "
             f"{log['mean_fg_dice'][epoch]:.3f} ({log['ema_fg_dice'][epoch]:.3f}) | "
             f"{log['lrs'][epoch]:.4g} | {minutes:.1f} |"
         )
@@ -68,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--checkpoint", default="checkpoint_latest.pth")
+    parser.add_argument(
+        "--first-epoch",
+        type=int,
+        default=0,
+        help="the run started from the shipped weights: keep the log's earlier rows, number on",
+    )
     args = parser.parse_args(argv)
     source = args.model / "fold_0" / args.checkpoint
     if not source.exists():
@@ -79,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     strip_checkpoint(source, WEIGHTS / "fold_0" / "checkpoint_final.pth")
     log_file = WEIGHTS / "TRAINING_LOG.md"
     previous = log_file.read_text() if log_file.exists() else ""
-    log_file.write_text(training_log(source, previous))  # its hand-written notes are kept
+    # Its hand-written notes are kept (and with --first-epoch its earlier rows).
+    log_file.write_text(training_log(source, previous, args.first_epoch))
     size = (WEIGHTS / "fold_0" / "checkpoint_final.pth").stat().st_size / 2**20
     print(f"shipped {source} -> {WEIGHTS} ({size:.1f} MB)")
     stale = WEIGHTS / "postprocessing.json"
