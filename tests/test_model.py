@@ -137,11 +137,14 @@ def test_a_new_run_starts_from_every_weight_it_is_given(chain: dict, tmp_path: P
 def test_weights_of_another_network_are_refused(chain: dict, tmp_path: Path) -> None:
     other = tmp_path / "other.pth"
     torch.save({"network_weights": {"encoder.weight": torch.zeros(3)}}, other)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
     preprocessed = chain["fold"].parents[3] / "preprocessed"
-    with pytest.raises(MSNewLesionsError, match="does not hold weights of this dataset's network"):
-        nnunet.train(
-            preprocessed, tmp_path / "results", 502, 0, "cpu", epochs=1, initial_weights=other
-        )
+    for weights in (other, garbage):
+        with pytest.raises(MSNewLesionsError, match="does not hold weights of this dataset's"):
+            nnunet.train(
+                preprocessed, tmp_path / "results", 502, 0, "cpu", epochs=1, initial_weights=weights
+            )
 
 
 def test_train_refuses_initial_weights_with_resume_or_without_a_file(

@@ -451,13 +451,15 @@ def check_initial_weights(initial_weights: str | Path | None, resume: bool) -> N
 
 def _load_initial_weights(trainer: Any, checkpoint: Path) -> None:
     """Every weight of ``checkpoint``'s network into the trainer's (same plans), strictly."""
+    import pickle
+
     import torch
 
     trainer.initialize()
     try:
         saved = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
         trainer.network.load_state_dict(saved["network_weights"])
-    except (RuntimeError, KeyError, TypeError, OSError, EOFError) as error:
+    except (RuntimeError, KeyError, TypeError, OSError, EOFError, pickle.UnpicklingError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise MSNewLesionsError(
             f"--initial-weights: {checkpoint} does not hold weights of this dataset's network "
