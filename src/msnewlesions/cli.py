@@ -198,7 +198,7 @@ def synthesize(
     out: Annotated[Path, typer.Option("--out", help="nnU-Net raw folder (created or resumed).")],
     cache: Annotated[
         Path | None,
-        typer.Option(help="Folder for the prepared anatomy [default: OUT/../anatomy]."),
+        typer.Option(help="Folder for the prepared anatomy (default: OUT/../anatomy)."),
     ] = None,
     dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset number.")] = 510,
     pairs: Annotated[int, typer.Option(help="Training pairs per training scan.")] = 12,
@@ -262,8 +262,8 @@ def train(
     work: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for nnU-Net's preprocessed data and results [default: beside "
-            "the dataset's raw folder]."
+            help="Folder for nnU-Net's preprocessed data and results (default: beside "
+            "the dataset's raw folder)."
         ),
     ] = None,
     config: Annotated[ConfigChoice, typer.Option(help="paper (GPU) or cpu plans.")] = (
@@ -272,26 +272,26 @@ def train(
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.cpu,
     epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
     iterations: Annotated[
-        int | None, typer.Option(help="Iterations per epoch [default: 250].")
+        int | None, typer.Option(help="Iterations per epoch (default: 250).")
     ] = None,
     validation_iterations: Annotated[
-        int | None, typer.Option(help="Validation batches per epoch [default: 50].")
+        int | None, typer.Option(help="Validation batches per epoch (default: 50).")
     ] = None,
     checkpoint_every: Annotated[
-        int | None, typer.Option(help="Epochs between checkpoints [default: 25].")
+        int | None, typer.Option(help="Epochs between checkpoints (default: 25).")
     ] = None,
     anneal_epochs: Annotated[
         int | None,
         typer.Option(
             help="Run the last N epochs at the learning rate / 5, for runs too short for the "
-            "paper's plateau rule [default: 0]."
+            "paper's plateau rule (default: 0)."
         ),
     ] = None,
     learning_rate: Annotated[
         float | None,
         typer.Option(
             help="Initial learning rate; with --resume, the rate to continue at from the next "
-            "epoch (fine-tuning at a lower rate) [default: 0.01, or the checkpoint's].",
+            "epoch (fine-tuning at a lower rate; default: 0.01, or the checkpoint's).",
         ),
     ] = None,
     initial_weights: Annotated[
@@ -353,7 +353,7 @@ def predict(
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for <case>.nii.gz masks.")],
     folds: Annotated[
-        list[str] | None, typer.Option("--folds", help="Folds to ensemble [default: all].")
+        list[str] | None, typer.Option("--folds", help="Folds to ensemble (default: all).")
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to predict.")] = DeviceChoice.cpu,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
@@ -387,18 +387,18 @@ def segment(
     ] = None,
     model: Annotated[
         Path | None,
-        typer.Option(help="Trained model folder or zip [default: the model shipped inside]."),
+        typer.Option(help="Trained model folder or zip (default: the model shipped inside)."),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Probability threshold [default: the model's own, else 0.5]."),
+        typer.Option(help="Probability threshold (default: the model's own, else 0.5)."),
     ] = None,
     min_lesion_mm3: Annotated[
         float | None,
         typer.Option(
-            help="Lesions of this volume or less are dropped [default: the model's own, else 3]."
+            help="Lesions of this volume or less are dropped (default: the model's own, else 3)."
         ),
     ] = None,
     match_slices: Annotated[
