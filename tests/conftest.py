@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +29,47 @@ def open_ms_data() -> Path:
     if not (OPEN_MS_DATA / "longitudinal" / "raw").is_dir():
         pytest.skip(f"real data not found at {OPEN_MS_DATA} (set MSNEWLESIONS_OPEN_MS_DATA)")
     return OPEN_MS_DATA
+
+
+class PreprocessOnce:
+    """``preprocess_pair`` that computes each distinct pair once per test session.
+
+    Preprocessing has tests of its own (test_preprocess_cli.py, test_preprocess_real.py, both
+    on the real pipeline). Tests whose subject is what comes after it (building a dataset,
+    segment's slice matching, network, mapping back, writing) patch this in where their code
+    calls ``preprocess_pair``: the first call on two scans runs the real pipeline, a later call
+    on the same scans with the same options gets a deep copy of that result. About 25 s each.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.computed = 0
+        self.reused = 0
+
+    @staticmethod
+    def key(baseline: Volume, followup: Volume, options: object) -> str:
+        digest = hashlib.sha256(repr(options).encode())
+        for volume in (baseline, followup):
+            digest.update(np.ascontiguousarray(volume.array).tobytes())
+            digest.update(np.asarray(volume.affine, np.float64).tobytes())
+        return digest.hexdigest()
+
+    def __call__(self, baseline: Volume, followup: Volume, options: Any = None) -> Any:
+        from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_pair
+
+        options = options or PreprocessOptions()
+        key = self.key(baseline, followup, options)
+        if key in self.results:
+            self.reused += 1
+        else:
+            self.results[key] = preprocess_pair(baseline, followup, options)
+            self.computed += 1
+        return copy.deepcopy(self.results[key])
+
+
+@pytest.fixture(scope="session")
+def preprocess_once() -> PreprocessOnce:
+    return PreprocessOnce()
 
 
 def oblique_affine(

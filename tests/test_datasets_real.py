@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 
 from msnewlesions.io import read_volume
-from msnewlesions.model import nnunet
+from msnewlesions.model import datasets, nnunet
+from tests.conftest import PreprocessOnce
 
 pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
-def dataset(open_ms_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(
+    open_ms_data: Path, tmp_path_factory: pytest.TempPathFactory, preprocess_once: PreprocessOnce
+) -> Path:
     from msnewlesions.cli import main
 
     raw = tmp_path_factory.mktemp("open_ms_data_dataset")
     argv = ["dataset", "--layout", "open_ms_data", "--input", str(open_ms_data), "--out", str(raw)]
-    assert main([*argv, "--quiet"]) == 0
+    # The same two pairs as test_preprocess_real.py, preprocessed once for both (PreprocessOnce).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets, "preprocess_pair", preprocess_once)
+        assert main([*argv, "--quiet"]) == 0
     return raw / nnunet.dataset_name(501)
 
 

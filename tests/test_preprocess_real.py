@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from msnewlesions.io import read_volume
-from msnewlesions.preprocessing.pipeline import preprocess_pair
 from msnewlesions.validation import PairCheck, check_against_reference, open_ms_pairs
+from tests.conftest import PreprocessOnce
 
 pytestmark = pytest.mark.real_data
 
@@ -17,12 +17,16 @@ TARGETS = {"patient01": (0.5, 1.0, 0.93), "patient03": (0.6, 1.2, 0.88)}
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))
-def checked(request: pytest.FixtureRequest, open_ms_data: Path) -> PairCheck:
+def checked(
+    request: pytest.FixtureRequest, open_ms_data: Path, preprocess_once: PreprocessOnce
+) -> PairCheck:
     pairs = {pair.patient: pair for pair in open_ms_pairs(open_ms_data)}
     if request.param not in pairs:
         pytest.skip(f"{request.param} is not complete under {open_ms_data}")
     pair = pairs[request.param]
-    result = preprocess_pair(read_volume(pair.baseline), read_volume(pair.followup))
+    # The real pipeline, run once per session for these scans (test_datasets_real.py's
+    # dataset may have run it first; PreprocessOnce).
+    result = preprocess_once(read_volume(pair.baseline), read_volume(pair.followup))
     return check_against_reference(pair, result)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import csv
-import hashlib
 import json
 import shutil
 import signal
@@ -20,7 +18,7 @@ from scipy import ndimage
 
 from msnewlesions import segment
 from msnewlesions.example import write_example_pair
-from msnewlesions.io import Volume, read_volume, write_volume
+from msnewlesions.io import read_volume, write_volume
 from msnewlesions.model import nnunet
 from msnewlesions.postprocessing import (
     PostprocessingSettings,
@@ -30,41 +28,16 @@ from msnewlesions.postprocessing import (
 from msnewlesions.preprocessing.registration import read_transform
 from msnewlesions.preprocessing.resolution import reslice
 from msnewlesions.validation import mask_agreement
-from tests.conftest import run_cli
+from tests.conftest import PreprocessOnce, run_cli
 
 
 @pytest.fixture(scope="module", autouse=True)
-def preprocess_each_pair_once() -> Iterator[dict[str, int]]:
-    """In this module, ``segment`` preprocesses each distinct pair once (about 25 s each).
-
-    Preprocessing has tests of its own (test_preprocess_cli.py, test_preprocess_real.py); here
-    the subject is what ``segment`` does with a preprocessed pair (slice matching, the network,
-    mapping back, writing), so a second run on the same two scans with the same options gets a
-    deep copy of the first run's result. Runs in child processes are not affected.
-    """
-    real = segment.preprocess_pair
-    done: dict[str, object] = {}
-    calls = {"computed": 0, "reused": 0}
-
-    def key_of(*volumes: Volume, options: object) -> str:
-        digest = hashlib.sha256(repr(options).encode())
-        for volume in volumes:
-            digest.update(np.ascontiguousarray(volume.array).tobytes())
-            digest.update(np.asarray(volume.affine, np.float64).tobytes())
-        return digest.hexdigest()
-
-    def once(baseline: Volume, followup: Volume, options: object = None) -> object:
-        key = key_of(baseline, followup, options=options)
-        if key not in done:
-            done[key] = real(baseline, followup, options)
-            calls["computed"] += 1
-        else:
-            calls["reused"] += 1
-        return copy.deepcopy(done[key])
-
+def preprocess_each_pair_once(preprocess_once: PreprocessOnce) -> Iterator[None]:
+    """segment preprocesses each distinct pair once here (see PreprocessOnce): the subject of
+    these tests is what it does after. Runs in child processes are not affected."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segment, "preprocess_pair", once)
-        yield calls
+        patch.setattr(segment, "preprocess_pair", preprocess_once)
+        yield
 
 
 @pytest.fixture(scope="module")
