@@ -20,7 +20,8 @@ per hold-out scan, the same seed (its first 16 pairs are the training split's), 
         --cache WORK/anatomy --pairs 0 --holdout-pairs 12
 
     python benchmarks/postprocessing.py --dataset WORK/selection/Dataset510_MSNewLesions
-        [--model DIR] [--fold 0] [--work benchmark_output/postprocessing] [--tta] [--write]
+        [--model DIR] [--fold 0] [--work benchmark_output/postprocessing]
+        [--tta [--tta-axes 0 ...]] [--write]
         [--no-slice-matching] [--through-segment [--data open_ms_data] [--anatomy-cache DIR]
         [--inputs-cache DIR]]
 
@@ -67,14 +68,15 @@ def cached_probability(
     dataset: Path,
     work: Path,
     predictor_factory,
-    tta: bool = False,
+    tta: str = "",
     match_slices: bool = True,
 ) -> np.ndarray:
     """The case's probability map (float16 in WORK), computed by the network the first time.
 
     Its inputs are resolution-matched first, as ``segment`` does, unless ``match_slices`` is off.
+    ``tta``: the test-time augmentation's tag in the cache's name (see :func:`tta_tag`).
     """
-    suffix = ("_tta" if tta else "") + ("" if match_slices else "_unmatched")
+    suffix = tta + ("" if match_slices else "_unmatched")
     cache = work / f"{case}_probability{suffix}.npz"
     if cache.exists():
         return np.load(cache)["probability"].astype(np.float32)
@@ -89,6 +91,11 @@ def cached_probability(
     probability = predictor_factory().probability(baseline, followup).array
     np.savez_compressed(cache, probability=probability.astype(np.float16))
     return probability
+
+
+def tta_tag(tta: bool, axes: list[int] | None) -> str:
+    """How cached probabilities of a test-time augmentation are told apart: "", "_tta", "_tta0"."""
+    return ("_tta" + "".join(str(a) for a in axes or [])) if tta else ""
 
 
 class SegmentedSelection:
@@ -116,10 +123,11 @@ class SegmentedSelection:
         self.predictor_factory = predictor_factory
 
     def probability(
-        self, case: str, reference: Volume, work: Path, match_slices: bool
+        self, case: str, reference: Volume, work: Path, match_slices: bool, tta: str = ""
     ) -> np.ndarray:
         """The case's probability on its label's grid (float16 in WORK), segmented once."""
-        cache = work / f"{case}_segment_probability{'' if match_slices else '_unmatched'}.npz"
+        suffix = tta + ("" if match_slices else "_unmatched")
+        cache = work / f"{case}_segment_probability{suffix}.npz"
         if not cache.exists():
             probability = self._segment(case, reference, match_slices)
             np.savez_compressed(cache, probability=probability.astype(np.float16))
@@ -182,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         help="mirroring test-time augmentation (8 network passes per tile)",
     )
     parser.add_argument(
+        "--tta-axes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --tta, mirror along these volume axes only (0: left-right in MNI space; "
+        "one axis: 2 passes per tile)",
+    )
+    parser.add_argument(
         "--no-slice-matching",
         action="store_true",
         help="feed the pairs as they are (segment --no-slice-matching)",
@@ -207,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.tta or args.no_slice_matching) and args.write:
         print(
             "--write saves settings for segment's default inference, which matches slices and "
-            "has no --tta; choose without --tta and --no-slice-matching to write them",
+            "runs without --tta; choose without --tta and --no-slice-matching to write them",
             file=sys.stderr,
         )
         return 1
@@ -228,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             from msnewlesions.segment import default_model
 
             predictor = NewLesionPredictor(
-                args.model or default_model(), test_time_augmentation=args.tta
+                args.model or default_model(),
+                test_time_augmentation=args.tta,
+                mirror_axes=args.tta_axes,
             )
         return predictor
 
-    if args.through_segment and args.tta:
-        print("--through-segment runs segment, which has no --tta", file=sys.stderr)
+    if args.tta_axes and not args.tta:
+        print("--tta-axes needs --tta", file=sys.stderr)
         return 1
     selection = None
     if args.through_segment:
@@ -251,12 +269,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.dataset,
                 args.work,
                 predictor_factory,
-                args.tta,
+                tta_tag(args.tta, args.tta_axes),
                 not args.no_slice_matching,
             )
         else:
             probability = selection.probability(
-                case, reference, args.work, not args.no_slice_matching
+                case,
+                reference,
+                args.work,
+                not args.no_slice_matching,
+                tta_tag(args.tta, args.tta_axes),
             )
         cases.append((case, probability, reference))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
@@ -335,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": str(args.model or "shipped"),
         "test_time_augmentation": args.tta,
+        "test_time_augmentation_axes": args.tta_axes if args.tta else None,
         "slice_matching": not args.no_slice_matching,
         "through_segment": args.through_segment,
         "grid": grid,

@@ -574,13 +574,22 @@ class NewLesionPredictor:
         device: str = "cpu",
         test_time_augmentation: bool = False,
         checkpoint: str = "checkpoint_final.pth",
+        mirror_axes: Sequence[int] | None = None,
     ) -> None:
+        """``mirror_axes``: with ``test_time_augmentation``, mirror along these axes of the
+        volumes only (0, 1, 2 as in ``Volume.array``; 0 is left-right in MNI space), one more
+        network pass per combination; None: every axis the model allows (8 passes in 3-D)."""
         from msnewlesions.postprocessing import model_postprocessing
 
         with open_model(model) as folder:  # a zip is unpacked only while the weights load
             self._predictor, self.folds = _load_predictor(
                 folder, folds, device, test_time_augmentation, checkpoint
             )
+            if mirror_axes is not None:
+                if not set(mirror_axes) <= {0, 1, 2}:
+                    raise ValueError(f"mirror axes must be 0, 1 or 2, not {mirror_axes}")
+                # nnU-Net sees the arrays transposed (k, j, i): volume axis a is its axis 2 - a.
+                self._predictor.allowed_mirroring_axes = tuple(sorted(2 - a for a in mirror_axes))
             #: The threshold and minimum lesion volume chosen for this model (or the defaults).
             self.postprocessing = model_postprocessing(folder)
 
