@@ -76,8 +76,7 @@ def cached_probability(
     Its inputs are resolution-matched first, as ``segment`` does, unless ``match_slices`` is off.
     ``tta``: the test-time augmentation's tag in the cache's name (see :func:`tta_tag`).
     """
-    suffix = tta + ("" if match_slices else "_unmatched")
-    cache = work / f"{case}_probability{suffix}.npz"
+    cache = work / f"{case}_probability{cache_suffix(tta, match_slices)}.npz"
     if cache.exists():
         return np.load(cache)["probability"].astype(np.float32)
     baseline = read_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz")
@@ -96,6 +95,11 @@ def cached_probability(
 def tta_tag(tta: bool, axes: list[int] | None) -> str:
     """How cached probabilities of a test-time augmentation are told apart: "", "_tta", "_tta0"."""
     return ("_tta" + "".join(str(a) for a in axes or [])) if tta else ""
+
+
+def cache_suffix(tta: str, match_slices: bool) -> str:
+    """The end of a cached probability's name: its augmentation tag, and whether unmatched."""
+    return tta + ("" if match_slices else "_unmatched")
 
 
 class SegmentedSelection:
@@ -126,8 +130,7 @@ class SegmentedSelection:
         self, case: str, reference: Volume, work: Path, match_slices: bool, tta: str = ""
     ) -> np.ndarray:
         """The case's probability on its label's grid (float16 in WORK), segmented once."""
-        suffix = tta + ("" if match_slices else "_unmatched")
-        cache = work / f"{case}_segment_probability{suffix}.npz"
+        cache = work / f"{case}_segment_probability{cache_suffix(tta, match_slices)}.npz"
         if not cache.exists():
             probability = self._segment(case, reference, match_slices)
             np.savez_compressed(cache, probability=probability.astype(np.float16))
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         selection = SegmentedSelection(
             args.dataset, args.data, anatomy_cache, inputs_cache, predictor_factory
         )
+    tta = tta_tag(args.tta, args.tta_axes)
     cases = []
     for case in validation_cases(args.dataset, args.fold):
         reference = read_volume(args.dataset / "labelsTr" / f"{case}.nii.gz")
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.dataset,
                 args.work,
                 predictor_factory,
-                tta_tag(args.tta, args.tta_axes),
+                tta,
                 not args.no_slice_matching,
             )
         else:
@@ -278,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 reference,
                 args.work,
                 not args.no_slice_matching,
-                tta_tag(args.tta, args.tta_axes),
+                tta,
             )
         cases.append((case, probability, reference))
         logging.info("%s: max probability %.2f", case, float(probability.max()))

@@ -43,8 +43,6 @@ class PreprocessOnce:
 
     def __init__(self) -> None:
         self.results: dict[str, Any] = {}
-        self.computed = 0
-        self.reused = 0
 
     @staticmethod
     def key(baseline: Volume, followup: Volume, options: object) -> str:
@@ -59,11 +57,8 @@ class PreprocessOnce:
 
         options = options or PreprocessOptions()
         key = self.key(baseline, followup, options)
-        if key in self.results:
-            self.reused += 1
-        else:
+        if key not in self.results:
             self.results[key] = preprocess_pair(baseline, followup, options)
-            self.computed += 1
         return copy.deepcopy(self.results[key])
 
 
