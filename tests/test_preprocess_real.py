@@ -41,6 +41,16 @@ def test_brain_mask_matches_the_expert_mask_and_holds_the_lesions(checked: PairC
     assert checked.change_voxels_in_mask >= 0.99, checked
 
 
+def test_heads_with_skull_are_masked_by_hd_bet(
+    open_ms_data: Path, preprocess_once: PreprocessOnce
+) -> None:
+    """The raw scans keep skull and scalp: they are not taken for brain-extracted ones."""
+    for pair in open_ms_pairs(open_ms_data):
+        result = preprocess_once(read_volume(pair.baseline), read_volume(pair.followup))
+        assert result.qc["brain_mask_source"] == "HD-BET", pair.patient
+        assert max(result.qc["nonzero_inside_template_brain"].values()) < 0.9, pair.patient
+
+
 def test_open_ms_pairs_lists_only_complete_patients(open_ms_data: Path) -> None:
     patients = [pair.patient for pair in open_ms_pairs(open_ms_data)]
     assert "patient01" in patients and "patient03" in patients

@@ -36,6 +36,25 @@ class SkullstripChoice(str, Enum):
     accurate = "accurate"
 
 
+class SkullStrippedChoice(str, Enum):
+    auto = "auto"
+    yes = "yes"
+    no = "no"
+
+    def as_option(self) -> bool | None:
+        return {"auto": None, "yes": True, "no": False}[self.value]
+
+
+SkullStripped = Annotated[
+    SkullStrippedChoice,
+    typer.Option(
+        help="Are the scans already brain-extracted? yes: their non-zero region is the brain "
+        "mask; no: HD-BET finds the brain (it needs the skull); auto: yes when both scans lie "
+        "inside the template's brain after registration to MNI (default: auto).",
+    ),
+]
+
+
 class DeviceChoice(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -68,6 +87,7 @@ def preprocess(
         SkullstripChoice,
         typer.Option(help="HD-BET mode: fast (1 network) or accurate (5-network ensemble)."),
     ] = SkullstripChoice.fast,
+    skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     device: Annotated[DeviceChoice, typer.Option(help="Where HD-BET runs.")] = DeviceChoice.cpu,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
@@ -75,7 +95,8 @@ def preprocess(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Register both scans to MNI152 (rigid, with skull), skull-strip (HD-BET), N4, crop, z-score.
+    """Register both scans to MNI152 (rigid, with skull), skull-strip (HD-BET, unless the scans
+    are already brain-extracted), N4, crop, z-score.
 
     Writes baseline_mni.nii.gz, followup_mni.nii.gz, brainmask_mni.nii.gz, baseline_to_mni.tfm,
     followup_to_mni.tfm (ITK files mapping MNI points to each native image) and qc.json.
@@ -83,7 +104,11 @@ def preprocess(
     _configure_logging(verbose, quiet)
     from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_files
 
-    options = PreprocessOptions(skullstrip_mode=skullstrip.value, device=device.value)
+    options = PreprocessOptions(
+        skullstrip_mode=skullstrip.value,
+        device=device.value,
+        skull_stripped=skull_stripped.as_option(),
+    )
     pair = preprocess_files(baseline, followup, out, options, overwrite=overwrite)
     qc = pair.qc
     typer.echo(
@@ -390,6 +415,7 @@ def segment(
         typer.Option(help="Trained model folder or zip (default: the model shipped inside)."),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
+    skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     threshold: Annotated[
         float | None,
@@ -429,7 +455,10 @@ def segment(
     if (out is None) == (mask is None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
     options = SegmentOptions(
-        threshold, min_lesion_mm3, PreprocessOptions(device=device.value), match_slices
+        threshold,
+        min_lesion_mm3,
+        PreprocessOptions(device=device.value, skull_stripped=skull_stripped.as_option()),
+        match_slices,
     )
     result = segment_files(
         baseline,

@@ -43,7 +43,7 @@ from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
 from msnewlesions.preprocessing.pipeline import PreprocessOptions
 from msnewlesions.preprocessing.resolution import reslice
-from msnewlesions.preprocessing.skullstrip import hdbet_brain_mask
+from msnewlesions.preprocessing.skullstrip import hdbet_brain_mask, nonzero_brain_mask
 
 if TYPE_CHECKING:
     from msnewlesions.model.datasets import Case
@@ -233,9 +233,9 @@ def anatomy_from_mni_scan(
     name: str, flair: str | Path, lesion_mask: str | Path | None = None
 ) -> Anatomy:
     """A skull-stripped, bias-corrected FLAIR already in MNI space (as open_ms_data's MNI set)."""
-    image = _to_template_grid(read_volume(flair), "linear").array
-    brain = image > 0.02 * float(np.percentile(image[image > 0], 99))
-    brain = ndimage.binary_fill_holes(ndimage.binary_opening(brain, iterations=1))
+    scan = _to_template_grid(read_volume(flair), "linear")
+    image = scan.array
+    brain = nonzero_brain_mask(scan).array > 0
     lesions = None
     if lesion_mask is not None:
         lesions = (_to_template_grid(read_volume(lesion_mask), "nearest").array > 0) & brain

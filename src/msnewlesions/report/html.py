@@ -112,6 +112,7 @@ def _qc_rows(summary: dict[str, Any]) -> str:
         ("Timepoint correlation in the brain", qc.get("timepoint_correlation_in_brain")),
         ("Brain overlap with the MNI template (Dice)", qc.get("brain_mask_template_dice")),
         ("Brain volume (ml)", qc.get("brain_volume_ml")),
+        ("Brain mask from", qc.get("brain_mask_source")),
         ("Registration refinement (mm)", qc.get("registration_refinement_shift_mm")),
         ("Voxel size baseline (mm)", qc.get("voxel_size_mm", {}).get("baseline_in")),
         ("Voxel size follow-up (mm)", qc.get("voxel_size_mm", {}).get("followup_in")),
