@@ -127,3 +127,20 @@ def test_a_mask_maps_from_mni_back_onto_the_right_native_voxels() -> None:
     assert surely_in.sum() > 1000
     assert labelled[surely_in].all()
     assert not labelled[surely_out].any()
+
+
+def test_registration_is_repeatable_run_to_run() -> None:
+    """The same two scans give the very same transform every time (ITK's threads would otherwise
+    add the metric's partial sums in a varying order), and ITK's thread setting is left as found."""
+    from msnewlesions.example import make_example_pair
+
+    pair = make_example_pair(seed=0)
+    fixed, moving = pair.baseline.to_sitk(), pair.followup.to_sitk()
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    runs = [
+        registration.register_rigid(fixed, moving, registration.HEAD_SETTINGS).transform
+        for _ in range(3)
+    ]
+    parameters = [run.GetParameters() + run.GetFixedParameters() for run in runs]
+    assert parameters[0] == parameters[1] == parameters[2]
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads
