@@ -135,8 +135,12 @@ def test_a_pair_that_cannot_be_registered_is_refused(
 ) -> None:
     """A FLAIR against pure noise: the quality check catches it instead of writing garbage."""
     followup = read_volume(example_files["followup"])
-    noise = np.random.default_rng(0).uniform(0, 1000, followup.shape).astype(np.float32)
-    write_volume(Volume(noise, followup.affine), tmp_path / "noise.nii.gz")
+    # The follow-up's field of view with voxels twice as large: pure noise all the same, and the
+    # registrations that try to fit it cost an eighth.
+    shape = tuple(size // 2 for size in followup.shape)
+    affine = followup.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
+    noise = np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32)
+    write_volume(Volume(noise, affine), tmp_path / "noise.nii.gz")
     out = tmp_path / "out"
     argv = ["preprocess", "--baseline", example_files["baseline"]]
     argv += ["--followup", str(tmp_path / "noise.nii.gz"), "--out", str(out), "--quiet"]

@@ -139,8 +139,8 @@ def test_registration_is_repeatable_run_to_run() -> None:
     threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     runs = [
         registration.register_rigid(fixed, moving, registration.HEAD_SETTINGS).transform
-        for _ in range(3)
+        for _ in range(2)
     ]
     parameters = [run.GetParameters() + run.GetFixedParameters() for run in runs]
-    assert parameters[0] == parameters[1] == parameters[2]
+    assert parameters[0] == parameters[1]
     assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads

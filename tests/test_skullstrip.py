@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from msnewlesions import template
-from msnewlesions.example import make_example_pair, write_example_pair
+from msnewlesions.example import write_example_pair
 from msnewlesions.io import Volume, read_volume
 from msnewlesions.preprocessing import pipeline, registration
 from msnewlesions.preprocessing.pipeline import preprocess_pair
@@ -19,7 +19,7 @@ from msnewlesions.preprocessing.skullstrip import (
     looks_skull_stripped,
     nonzero_brain_mask,
 )
-from tests.conftest import run_cli
+from tests.conftest import PreprocessOnce, run_cli
 
 
 def ball(shape: tuple[int, int, int], centre: tuple[int, int, int], radius: float) -> np.ndarray:
@@ -57,30 +57,20 @@ def test_template_brain_counts_as_skull_stripped_and_a_head_around_it_does_not()
     assert fraction_inside_template_brain(brain.with_array(np.zeros(brain.shape))) == 0.0
 
 
-@pytest.fixture(scope="module")
-def example_pair():
-    return make_example_pair(seed=0)
-
-
 def test_the_example_brain_is_its_own_mask_without_hd_bet(
-    example_pair, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, preprocess_once: PreprocessOnce
 ) -> None:
-    """The example scans are brain-extracted (a brain, zero outside): HD-BET is not asked."""
-
-    def no_hdbet(*args, **kwargs):
-        raise AssertionError("HD-BET was run on brain-extracted scans")
-
-    monkeypatch.setattr(pipeline, "hdbet_brain_mask", no_hdbet)
-    pair = preprocess_pair(example_pair.baseline, example_pair.followup)
+    """The example scans are brain-extracted (a brain, zero outside): their own brain is the
+    mask. (The pair test_segment.py preprocesses: PreprocessOnce serves it again.)"""
+    files = write_example_pair(tmp_path, seed=4)
+    baseline = read_volume(files["baseline"])
+    pair = preprocess_once(baseline, read_volume(files["followup"]))
     assert pair.qc["brain_mask_source"] == "scans (skull-stripped)"
     assert min(pair.qc["nonzero_inside_template_brain"].values()) >= 0.95
     # The mask holds the baseline's own brain, carried into MNI space.
     own = (
         registration.resample(
-            nonzero_brain_mask(example_pair.baseline),
-            pair.brain_mask,
-            pair.baseline_to_mni,
-            "nearest",
+            nonzero_brain_mask(baseline), pair.brain_mask, pair.baseline_to_mni, "nearest"
         ).array
         > 0
     )
