@@ -57,9 +57,9 @@ from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscor
 from msnewlesions.preprocessing.skullstrip import (
     MIN_FRACTION_INSIDE_TEMPLATE_BRAIN,
     SkullstripMode,
-    fraction_inside_template_brain,
     hdbet_brain_mask,
     nonzero_brain_mask,
+    region_fraction_inside_template_brain,
 )
 
 logger = logging.getLogger(__name__)
@@ -170,9 +170,12 @@ def preprocess_pair(
         followup_head_mni = registration.resample(
             followup, mni, registration.compose(followup_to_baseline_head, baseline_to_mni)
         )
+        regions = {
+            "baseline": nonzero_brain_mask(baseline_head_mni),
+            "followup": nonzero_brain_mask(followup_head_mni),
+        }
         inside_template = {
-            "baseline": fraction_inside_template_brain(baseline_head_mni),
-            "followup": fraction_inside_template_brain(followup_head_mni),
+            name: region_fraction_inside_template_brain(region) for name, region in regions.items()
         }
         skull_stripped = options.skull_stripped
         if skull_stripped is None:
@@ -184,9 +187,7 @@ def preprocess_pair(
                 inside_template["baseline"],
                 inside_template["followup"],
             )
-            union = (nonzero_brain_mask(baseline_head_mni).array > 0) | (
-                nonzero_brain_mask(followup_head_mni).array > 0
-            )
+            union = (regions["baseline"].array > 0) | (regions["followup"].array > 0)
             brain_mask = mni.with_array(ndimage.binary_fill_holes(union).astype(np.uint8))
         else:
             mean_head = mni.with_array(

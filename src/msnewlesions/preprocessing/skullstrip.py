@@ -18,6 +18,7 @@ and their own non-zero region is the brain mask (:func:`nonzero_brain_mask`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from typing import Literal
@@ -109,18 +110,28 @@ def nonzero_brain_mask(volume: Volume) -> Volume:
     return volume.with_array(brain.astype(np.uint8))
 
 
-def fraction_inside_template_brain(head_mni: Volume) -> float:
-    """The fraction of a scan's non-zero region (the scan on the MNI 1 mm grid) that lies inside
-    the template's brain mask grown by :data:`TEMPLATE_BRAIN_MARGIN_MM`; 0 for an empty scan."""
+@functools.lru_cache(maxsize=1)
+def _grown_template_brain() -> np.ndarray:
+    """The template's brain mask grown by :data:`TEMPLATE_BRAIN_MARGIN_MM` (computed once)."""
     from msnewlesions import template
 
-    region = nonzero_brain_mask(head_mni).array > 0
-    if not region.any():
-        return 0.0
     brain = template.mni_brain_mask()
     iterations = round(TEMPLATE_BRAIN_MARGIN_MM / float(min(brain.spacing)))
-    grown = ndimage.binary_dilation(brain.array > 0, iterations=iterations)
-    return float((region & grown).sum() / region.sum())
+    return ndimage.binary_dilation(brain.array > 0, iterations=iterations)
+
+
+def region_fraction_inside_template_brain(region: Volume) -> float:
+    """The fraction of a non-zero region (:func:`nonzero_brain_mask` of a scan on the MNI 1 mm
+    grid) inside the template's brain grown by :data:`TEMPLATE_BRAIN_MARGIN_MM`; 0 if empty."""
+    inside = region.array > 0
+    if not inside.any():
+        return 0.0
+    return float((inside & _grown_template_brain()).sum() / inside.sum())
+
+
+def fraction_inside_template_brain(head_mni: Volume) -> float:
+    """:func:`region_fraction_inside_template_brain` of a scan on the MNI 1 mm grid."""
+    return region_fraction_inside_template_brain(nonzero_brain_mask(head_mni))
 
 
 def looks_skull_stripped(head_mni: Volume) -> bool:
