@@ -12,11 +12,6 @@ failure a user can cause raises :class:`~msnewlesions.errors.MSNewLesionsError` 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +19,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from msnewlesions.atomic import atomic_file
 from msnewlesions.errors import MSNewLesionsError
 
 if TYPE_CHECKING:
@@ -240,7 +236,7 @@ def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None
     header = volume.header.copy() if volume.header is not None else None
     image = nib.Nifti1Image(array, volume.affine, header=header)
     image.header.set_data_dtype(array.dtype)
-    if _on_header_grid(volume, header):
+    if header is not None and _on_header_grid(volume, header):
         # Still on the input's grid: copy its sform and qform (and codes) exactly as they were,
         # even where the two differ, so tools that prefer either see the input's geometry.
         sform, sform_code = header.get_sform(coded=True)
@@ -260,60 +256,7 @@ def write_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None
 def write_volume_atomically(
     volume: Volume, path: str | Path, dtype: np.dtype | type | None = None
 ) -> None:
-    """:func:`write_volume` to a temporary file beside ``path``, renamed into place when complete,
-    so that an interrupted write never leaves a truncated file under the final name."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial.nii.gz")
-    write_volume(volume, temporary, dtype)
-    os.replace(temporary, path)
-
-
-def check_output_folder(
-    destination: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()
-) -> Path:
-    """Refuse an output folder that exists (unless ``overwrite``) or that holds one of the inputs.
-
-    Called before any work starts, so that a run that cannot write its result fails at once.
-    """
-    destination = Path(destination).absolute()
-    for source in inputs:
-        source = Path(source).absolute()
-        if source == destination or destination in source.parents:
-            raise MSNewLesionsError(
-                f"the output folder {destination} contains the input {source}; choose another one."
-            )
-    if destination.exists() and not overwrite:
-        raise MSNewLesionsError(
-            f"{destination} already exists; choose another output or pass --overwrite."
-        )
-    if destination.exists() and not destination.is_dir():
-        raise MSNewLesionsError(f"{destination} exists and is not a folder.")
-    return destination
-
-
-@contextmanager
-def atomic_output_folder(destination: str | Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder next to ``destination``; move it into place only on success.
-
-    A run that fails or is interrupted leaves no partial ``destination`` and removes its temporary
-    folder; an existing ``destination`` is replaced only when ``overwrite`` is set, and only once
-    the new result is complete.
-    """
-    destination = check_output_folder(destination, overwrite)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if destination.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
-        os.replace(destination, retired / "previous")
-        os.replace(staging, destination)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, destination)
+    """:func:`write_volume` through :func:`~msnewlesions.atomic.atomic_file`: an interrupted
+    write never leaves a truncated file under the final name."""
+    with atomic_file(path) as temporary:
+        write_volume(volume, temporary, dtype)

@@ -6,9 +6,9 @@ reference both are 1.0 when the prediction is empty too and 0.0 otherwise (the p
 
 Lesion-wise (anima's ``getDetectionMarks``):
 
-* lesions are 6-connected components; components of ``min_lesion_mm3`` or less are removed from both
-  masks first (anima keeps components of more than ``floor(min_lesion_mm3 / voxel_mm3)`` voxels)
-  and count as background from then on;
+* lesions as :mod:`msnewlesions.lesions` defines them (6-connected components of more than
+  ``min_lesion_mm3``); smaller components are removed from both masks first and count as
+  background from then on;
 * a reference lesion is *detected* when more than ``alpha`` of its voxels are covered by predicted
   lesions and, going through the predicted lesions in decreasing order of their overlap with it
   while the overlaps seen so far make up less than ``gamma`` of its covered voxels, none has more
@@ -27,15 +27,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from msnewlesions.lesions import MIN_LESION_MM3, label_lesions
 
 #: anima's parameters as used for MSSEG-2: coverage, outside share and walk fraction.
 ALPHA = 0.10
 BETA = 0.70
 GAMMA = 0.65
-MIN_LESION_MM3 = 3.0
-
-_SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,13 @@ class CaseMetrics:
         return asdict(self)
 
 
+def dice(first: np.ndarray, second: np.ndarray) -> float:
+    """Dice overlap of two binary arrays (non-zero is inside); 1.0 when both are empty."""
+    a, b = np.asarray(first) > 0, np.asarray(second) > 0
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
 def dice_recall(prediction: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """Voxel-wise Dice and recall of two binary masks, with the paper's empty-reference rule."""
     predicted = prediction > 0
@@ -65,23 +70,7 @@ def dice_recall(prediction: np.ndarray, reference: np.ndarray) -> tuple[float, f
         score = 1.0 if n_predicted == 0 else 0.0
         return score, score
     overlap = int(np.count_nonzero(predicted & truth))
-    return 2.0 * overlap / (n_truth + n_predicted), overlap / n_truth
-
-
-def label_lesions(
-    mask: np.ndarray, voxel_mm3: float, min_lesion_mm3: float
-) -> tuple[np.ndarray, int]:
-    """6-connected lesions numbered 1..n, those of ``min_lesion_mm3`` or less set to background."""
-    labels, count = ndimage.label(mask > 0, structure=_SIX_CONNECTED)
-    if count == 0:
-        return labels, 0
-    min_voxels = int(np.floor(min_lesion_mm3 / voxel_mm3)) + 1  # anima: strictly larger
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    renumber = np.zeros(count + 1, dtype=labels.dtype)
-    renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
-    return renumber[labels], int(keep.sum())
+    return dice(predicted, truth), overlap / n_truth
 
 
 def overlap_table(

@@ -1,0 +1,108 @@
+"""What a lesion is, defined once for segment, evaluate, synthesis and the datasets.
+
+A lesion is a 6-connected component of a binary mask (face neighbours only, as MSSEG-2 and its
+evaluation tool animaSegPerfAnalyzer count lesions) whose volume is *strictly larger* than a
+minimum volume: anima keeps components of more than ``floor(min_lesion_mm3 / voxel_mm3)`` voxels.
+Smaller components are background.
+
+The parameters that turn a network's probability map into lesions, the threshold and the minimum
+volume (:class:`PostprocessingSettings`), belong to the model they were chosen for: a model folder
+may hold ``postprocessing.json`` (written by ``benchmarks/postprocessing.py`` from that model's
+validation split, as nnU-Net determines its own post-processing on cross-validation); without it,
+the defaults apply (0.5, and MSSEG-2's 3 mm3).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from msnewlesions.atomic import write_json_atomically
+from msnewlesions.errors import MSNewLesionsError
+
+#: Face neighbours only: how MSSEG-2 counts lesions.
+SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
+#: MSSEG-2's smallest lesion (mm3): components of this volume or less are not lesions.
+MIN_LESION_MM3 = 3.0
+
+#: The file in a model folder that holds the post-processing chosen for that model.
+POSTPROCESSING_FILE = "postprocessing.json"
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 6-connected components of ``mask > 0``, numbered 1..n in scan order (no size rule)."""
+    labels, count = ndimage.label(np.asarray(mask) > 0, structure=SIX_CONNECTED)
+    return labels, int(count)
+
+
+def min_lesion_voxels(min_lesion_mm3: float, voxel_mm3: float) -> int:
+    """The fewest voxels a lesion has: strictly more than ``min_lesion_mm3`` (anima's rule)."""
+    return int(np.floor(min_lesion_mm3 / voxel_mm3)) + 1
+
+
+def label_lesions(
+    mask: np.ndarray,
+    voxel_mm3: float,
+    min_lesion_mm3: float = MIN_LESION_MM3,
+    order: Literal["scan", "volume"] = "scan",
+) -> tuple[np.ndarray, int]:
+    """Lesions numbered 1..n; components of ``min_lesion_mm3`` or less become background.
+
+    ``order``: ``"scan"`` numbers them in array order, ``"volume"`` by decreasing volume (ties in
+    scan order), as the lesion table lists them.
+    """
+    labels, count = components(mask)
+    if count == 0:
+        return labels, 0
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    kept = np.flatnonzero(sizes >= min_lesion_voxels(min_lesion_mm3, voxel_mm3))
+    if order == "volume":
+        kept = kept[np.argsort(-sizes[kept], kind="stable")]
+    renumber = np.zeros(count + 1, dtype=labels.dtype)
+    renumber[kept] = np.arange(1, len(kept) + 1, dtype=labels.dtype)
+    return renumber[labels], len(kept)
+
+
+@dataclass(frozen=True)
+class PostprocessingSettings:
+    """Probability threshold and minimum lesion volume (components of that volume or less go)."""
+
+    threshold: float = 0.5
+    min_lesion_mm3: float = MIN_LESION_MM3
+
+    def override(
+        self, threshold: float | None = None, min_lesion_mm3: float | None = None
+    ) -> PostprocessingSettings:
+        """These settings with the values given (None keeps this one's)."""
+        return PostprocessingSettings(
+            self.threshold if threshold is None else threshold,
+            self.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3,
+        )
+
+
+def model_postprocessing(model_folder: str | Path) -> PostprocessingSettings:
+    """The settings saved in ``model_folder``'s ``postprocessing.json``, else the defaults."""
+    path = Path(model_folder) / POSTPROCESSING_FILE
+    if not path.exists():
+        return PostprocessingSettings()
+    try:
+        saved = json.loads(path.read_text())
+        names = {f.name for f in fields(PostprocessingSettings)}
+        return PostprocessingSettings(**{k: float(v) for k, v in saved.items() if k in names})
+    except (ValueError, TypeError, AttributeError) as error:
+        raise MSNewLesionsError(f"{path} is not a valid post-processing file: {error}") from error
+
+
+def write_model_postprocessing(
+    model_folder: str | Path, settings: PostprocessingSettings, chosen_on: str
+) -> Path:
+    """Save ``settings`` in ``model_folder`` with a note of the data they were chosen on."""
+    path = Path(model_folder) / POSTPROCESSING_FILE
+    write_json_atomically(path, asdict(settings) | {"chosen_on": chosen_on})
+    return path
