@@ -23,19 +23,20 @@ nearest-neighbour resampling.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from msnewlesions.atomic import write_json_atomically
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, read_volume, write_volume_atomically
+from msnewlesions.lesions import components
 from msnewlesions.model import nnunet
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.pipeline import PreprocessedPair, PreprocessOptions, preprocess_pair
@@ -65,14 +66,24 @@ class Case:
     baseline_to_label_space: Path | None = None
 
 
+def _both_scans(folder: Path, baseline: str, followup: str) -> tuple[Path, Path] | None:
+    """The two scans of a case folder, or None (with a warning) when one is missing."""
+    paths = folder / baseline, folder / followup
+    if all(path.exists() for path in paths):
+        return paths
+    logger.warning("%s: skipped, it lacks %s", folder.name, " or ".join(p.name for p in paths))
+    return None
+
+
 def read_msseg2(root: Path) -> list[Case]:
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        baseline = folder / "flair_time01_on_middle_space.nii.gz"
-        followup = folder / "flair_time02_on_middle_space.nii.gz"
-        if not (baseline.exists() and followup.exists()):
-            logger.warning("%s: skipped, it lacks one of the two FLAIRs", folder.name)
+        scans = _both_scans(
+            folder, "flair_time01_on_middle_space.nii.gz", "flair_time02_on_middle_space.nii.gz"
+        )
+        if scans is None:
             continue
+        baseline, followup = scans
         label = folder / "ground_truth.nii.gz"
         cases.append(
             Case(folder.name, folder.name, baseline, followup, label if label.exists() else None)
@@ -86,11 +97,11 @@ def read_open_ms_data(root: Path) -> list[Case]:
         raise MSNewLesionsError(f"{root} has no raw/ (or longitudinal/raw/) folder of patients.")
     cases = []
     for folder in sorted(raw.glob("patient*")):
-        baseline, followup = folder / "study1_FLAIR.nii.gz", folder / "study2_FLAIR.nii.gz"
-        transform = folder / "study1_FLAIR_to_common_space.txt"
-        if not (baseline.exists() and followup.exists()):
-            logger.warning("%s: skipped, it does not have both studies", folder.name)
+        scans = _both_scans(folder, "study1_FLAIR.nii.gz", "study2_FLAIR.nii.gz")
+        if scans is None:
             continue
+        baseline, followup = scans
+        transform = folder / "study1_FLAIR_to_common_space.txt"
         label = folder / "gt.nii.gz"
         cases.append(
             Case(
@@ -176,17 +187,15 @@ def keep_gaining_components(
 
     Returns the filtered label and the numbers of components kept and dropped.
     """
-    components, count = ndimage.label(
-        label.array > 0, structure=ndimage.generate_binary_structure(3, 1)
-    )
+    labels, count = components(label.array)
     if count == 0:
         return label, 0, 0
     difference = followup.array - baseline.array
-    medians = ndimage.median(difference, components, index=np.arange(1, count + 1))
+    medians = ndimage.median(difference, labels, index=np.arange(1, count + 1))
     keep = np.zeros(count + 1, dtype=bool)
     keep[1:] = np.asarray(medians) > threshold
     return (
-        label.with_array(keep[components].astype(np.uint8)),
+        label.with_array(keep[labels].astype(np.uint8)),
         int(keep.sum()),
         int(count - keep.sum()),
     )
@@ -225,7 +234,7 @@ class DatasetOptions:
 
 def write_case(
     case: Case, dataset_folder: Path, new_only: bool, options: PreprocessOptions
-) -> dict:
+) -> dict[str, Any]:
     """Preprocess one case and write its two channels and label; return what was done."""
     images, labels = dataset_folder / "imagesTr", dataset_folder / "labelsTr"
     targets = [images / f"{case.case_id}_0000.nii.gz", images / f"{case.case_id}_0001.nii.gz"]
@@ -237,7 +246,7 @@ def write_case(
         return {"case": case.case_id, "status": "skipped: no label"}
     pair = preprocess_pair(read_volume(case.baseline), read_volume(case.followup), options)
     label = label_on_grid(case, read_volume(case.label), pair)
-    record: dict = {"case": case.case_id, "status": "written", "qc": pair.qc}
+    record: dict[str, Any] = {"case": case.case_id, "status": "written", "qc": pair.qc.as_dict()}
     record["change_volume_mm3"] = float(label.array.sum() * label.voxel_volume_mm3)
     if new_only and case.label_space == "common":
         label, kept, dropped = keep_gaining_components(label, pair.baseline, pair.followup)
@@ -270,8 +279,6 @@ def build_dataset(
         raise MSNewLesionsError(f"no case of {input_root} could be written (none has a label).")
     nnunet.write_dataset_json(folder, len(written))
     patients = {case.case_id: case.patient for case in cases if case.case_id in written}
-    (folder / "splits_final.json").write_text(json.dumps(folds_for(patients), indent=2) + "\n")
-    (folder / "msnewlesions_cases.json").write_text(
-        json.dumps(records, indent=2, default=str) + "\n"
-    )
+    write_json_atomically(folder / "splits_final.json", folds_for(patients))
+    write_json_atomically(folder / "msnewlesions_cases.json", records)
     return folder

@@ -13,14 +13,23 @@ nnU-Net's checkpoint does not store the learning-rate scheduler, which for a pla
 (best loss, epochs without improvement); it is added to the checkpoint so that a resumed training
 continues the rule where it stopped.
 
-This module must stay importable by nnU-Net on its own: it imports nothing from msnewlesions.
+The schedule (epochs, iterations, checkpoints, annealing) is one
+:class:`~msnewlesions.model.schedule.TrainingSchedule`: applied with :meth:`apply_schedule`, saved
+in every checkpoint, restored by :meth:`load_checkpoint`.
+
+nnU-Net imports every module of this folder (``nnUNet_extTrainer``) as a top-level module: it
+holds trainers only, and they import nothing from msnewlesions but the schedule.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from msnewlesions.model.schedule import TRAINER_ATTRIBUTES, TrainingSchedule
 
 PLATEAU_FACTOR = 0.2  # divided by 5
 PLATEAU_PATIENCE = 30  # epochs
@@ -44,19 +53,29 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
 
     def __init__(
         self,
-        plans: dict,
+        plans: dict[str, Any],
         configuration: str,
         fold: int,
-        dataset_json: dict,
+        dataset_json: dict[str, Any],
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 1e-2
-        self.num_iterations_per_epoch = 250
-        self.num_epochs = 300
-        self.save_every = 25
-        self.anneal_epochs = 0  # the last epochs at the learning rate / 5; none in the paper
+        self.anneal_epochs = 0
         self.annealed = False
+        self.apply_schedule(TrainingSchedule())
+
+    def apply_schedule(self, schedule: TrainingSchedule) -> None:
+        """Train, validate, checkpoint and anneal as ``schedule`` says."""
+        for ours, theirs in TRAINER_ATTRIBUTES.items():
+            setattr(self, theirs, getattr(schedule, ours))
+
+    @property
+    def schedule(self) -> TrainingSchedule:
+        """The schedule this trainer follows."""
+        return TrainingSchedule.from_dict(
+            {ours: getattr(self, theirs) for ours, theirs in TRAINER_ATTRIBUTES.items()}
+        )
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, ReduceLROnPlateau]:
         optimizer = torch.optim.Adam(
@@ -89,9 +108,11 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
             checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
             checkpoint["lr_scheduler_state"] = self.lr_scheduler.state_dict()
             checkpoint["annealed"] = self.annealed
+            checkpoint["msnewlesions_schedule"] = self.schedule.as_dict()
             torch.save(checkpoint, filename)
 
-    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+    def load_checkpoint(self, filename_or_checkpoint: dict[str, Any] | str) -> None:
+        """nnU-Net's state, then the plateau rule's, the annealing flag and the schedule."""
         super().load_checkpoint(filename_or_checkpoint)
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
@@ -99,3 +120,5 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         if "lr_scheduler_state" in checkpoint:
             self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler_state"])
         self.annealed = bool(checkpoint.get("annealed", False))
+        if "msnewlesions_schedule" in checkpoint:
+            self.apply_schedule(TrainingSchedule.from_dict(checkpoint["msnewlesions_schedule"]))

@@ -1,0 +1,107 @@
+"""Inference: nnU-Net's predictor for one pair at a time, in process (construct, load, predict).
+
+``segment`` and ``predict`` both go through :class:`NewLesionPredictor`, so the same model gives
+the same probabilities through either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.io import Volume
+from msnewlesions.lesions import PostprocessingSettings, model_postprocessing
+from msnewlesions.model.nnunet.archives import open_model
+from msnewlesions.model.nnunet.environment import check_device, nnunet_environment, quiet
+
+
+def _load_predictor(
+    model: Path,
+    folds: Sequence[int | str] | None,
+    device: str,
+    test_time_augmentation: bool,
+    checkpoint: str,
+) -> tuple[Any, list[str]]:
+    """nnU-Net's predictor with the model's weights loaded (the chosen folds, all by default)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    check_device(device)
+    available = [p.name.removeprefix("fold_") for p in sorted(model.glob("fold_*"))]
+    chosen = [str(f) for f in folds] if folds else available
+    missing = [f for f in chosen if not (model / f"fold_{f}" / checkpoint).exists()]
+    if not chosen or missing:
+        raise MSNewLesionsError(
+            f"{model} has no {checkpoint} for fold(s) {', '.join(missing) or '(none)'}; "
+            "train them first."
+        )
+    with nnunet_environment(), quiet():
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5,
+            use_gaussian=True,
+            use_mirroring=test_time_augmentation,
+            perform_everything_on_device=device == "cuda",
+            device=torch.device(device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
+        predictor.initialize_from_trained_model_folder(
+            str(model),
+            use_folds=tuple(f if f == "all" else int(f) for f in chosen),
+            checkpoint_name=checkpoint,
+        )
+    return predictor, chosen
+
+
+class NewLesionPredictor:
+    """nnU-Net's predictor for one pair at a time, in process (construct, load, predict).
+
+    Arrays are handed over exactly as nnU-Net's SimpleITK reader saw the training images
+    (axes k, j, i and spacing reversed), so the network sees what it learned on.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        folds: Sequence[int | str] | None = None,
+        device: str = "cpu",
+        test_time_augmentation: bool = False,
+        checkpoint: str = "checkpoint_final.pth",
+        mirror_axes: Sequence[int] | None = None,
+    ) -> None:
+        """``mirror_axes``: with ``test_time_augmentation``, mirror along these axes of the
+        volumes only (0, 1, 2 as in ``Volume.array``; 0 is left-right in MNI space), one more
+        network pass per combination; None: every axis the model allows (8 passes in 3-D)."""
+        with open_model(model) as folder:  # a zip is unpacked only while the weights load
+            self._predictor, self.folds = _load_predictor(
+                folder, folds, device, test_time_augmentation, checkpoint
+            )
+            if mirror_axes is not None:
+                if not set(mirror_axes) <= {0, 1, 2}:
+                    raise ValueError(f"mirror axes must be 0, 1 or 2, not {mirror_axes}")
+                # nnU-Net sees the arrays transposed (k, j, i): volume axis a is its axis 2 - a.
+                self._predictor.allowed_mirroring_axes = tuple(sorted(2 - a for a in mirror_axes))
+            self._postprocessing = model_postprocessing(folder)
+
+    @property
+    def postprocessing(self) -> PostprocessingSettings:
+        """The threshold and minimum lesion volume chosen for this model (or the defaults)."""
+        return self._postprocessing
+
+    def probability(self, baseline: Volume, followup: Volume) -> Volume:
+        """The new-lesion probability map (float32) on the pair's (preprocessed) grid."""
+        if not baseline.same_grid(followup):
+            raise ValueError("baseline and follow-up must share the preprocessed grid")
+        data = np.stack([baseline.array.transpose(2, 1, 0), followup.array.transpose(2, 1, 0)])
+        properties = {"spacing": [float(s) for s in baseline.spacing[::-1]]}
+        with nnunet_environment(), quiet():
+            _, probabilities = self._predictor.predict_single_npy_array(
+                data.astype(np.float32), properties, None, None, True
+            )
+        foreground = np.asarray(probabilities[1], dtype=np.float32).transpose(2, 1, 0)
+        return baseline.with_array(np.ascontiguousarray(foreground))
