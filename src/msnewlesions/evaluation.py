@@ -11,10 +11,7 @@ reports for patients without new lesions).
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,8 +21,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from msnewlesions.atomic import atomic_file, write_json_atomically
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.metrics import MIN_LESION_MM3, case_metrics
+from msnewlesions.lesions import MIN_LESION_MM3
+from msnewlesions.metrics import CaseMetrics, case_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +37,29 @@ class CasePair:
     case: str
     prediction: Path
     reference: Path
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case's name and metrics."""
+
+    case: str
+    metrics: CaseMetrics
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"case": self.case, **self.metrics.as_dict()}
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every case's metrics and their summary (:func:`summarize`)."""
+
+    cases: list[CaseResult]
+    summary: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The DESIGN.md contract: ``{"cases": [...], "summary": {...}}``."""
+        return {"cases": [case.as_dict() for case in self.cases], "summary": self.summary}
 
 
 def case_name(path: Path) -> str:
@@ -88,7 +110,7 @@ def match_cases(prediction: str | Path, reference: str | Path) -> list[CasePair]
 
 def _read_mask(path: Path, label: int | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        image = nib.load(str(path))
+        image: Any = nib.load(str(path))
         array = np.asanyarray(image.dataobj)
     except Exception as error:
         raise MSNewLesionsError(f"{path} is not a readable NIfTI image ({error}).") from error
@@ -109,8 +131,8 @@ def _read_mask(path: Path, label: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_case(
     pair: CasePair, min_lesion_mm3: float = MIN_LESION_MM3, label: int | None = None
-) -> dict[str, Any]:
-    """The metrics of one case as a dict with its ``case`` name first."""
+) -> CaseResult:
+    """The metrics of one case."""
     prediction, prediction_affine = _read_mask(pair.prediction, label)
     reference, reference_affine = _read_mask(pair.reference, label)
     if prediction.shape != reference.shape:
@@ -124,8 +146,7 @@ def evaluate_case(
             "(voxel-to-world geometry); both must be on the same grid."
         )
     voxel_mm3 = float(abs(np.linalg.det(reference_affine[:3, :3])))
-    metrics = case_metrics(prediction, reference, voxel_mm3, min_lesion_mm3)
-    return {"case": pair.case, **metrics.as_dict()}
+    return CaseResult(pair.case, case_metrics(prediction, reference, voxel_mm3, min_lesion_mm3))
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -136,10 +157,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return float(array.mean()), std
 
 
-def summarize(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """Means and sample standard deviations, and the false positives of empty cases."""
+    cases = [result.metrics.as_dict() for result in results]
     summary: dict[str, Any] = {"n_cases": len(cases)}
     for metric in SUMMARY_METRICS:
-        values = [case[metric] for case in cases if case[metric] is not None]
+        values = [float(v) for case in cases if (v := case[metric]) is not None]
         summary[f"{metric}_mean"], summary[f"{metric}_std"] = _mean_std(values)
     empty = [case for case in cases if case["n_ref_lesions"] == 0]
     summary["n_cases_without_new_lesions"] = len(empty)
@@ -158,8 +181,8 @@ def evaluate(
     min_lesion_mm3: float = MIN_LESION_MM3,
     label: int | None = None,
     jobs: int = 1,
-) -> dict[str, Any]:
-    """``{"cases": [...], "summary": {...}}`` for two files or two folders (DESIGN.md contract)."""
+) -> EvaluationResult:
+    """The metrics of two files or two folders of masks, case by case and summarized."""
     pairs = match_cases(prediction, reference)
     logger.info("evaluating %d case(s)", len(pairs))
     if jobs > 1 and len(pairs) > 1:
@@ -175,22 +198,23 @@ def evaluate(
             )
     else:
         cases = [evaluate_case(pair, min_lesion_mm3, label) for pair in pairs]
-    return {"cases": cases, "summary": summarize(cases)}
+    return EvaluationResult(cases, summarize(cases))
 
 
 def _format(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.2f}"
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: EvaluationResult) -> str:
     """Per-case table ending with an 'All  mean+/-std' row, as the paper's Table 2."""
-    width = max([len("Case"), *(len(c["case"]) for c in result["cases"])])
+    cases = [case.as_dict() for case in result.cases]
+    width = max([len("Case"), *(len(c["case"]) for c in cases)])
     header = f"{'Case':<{width}}  " + "  ".join(f"{title:>11}" for title, _ in TABLE_COLUMNS)
     lines = [header]
-    for case in result["cases"]:
+    for case in cases:
         cells = "  ".join(f"{_format(case[key]):>11}" for _, key in TABLE_COLUMNS)
         lines.append(f"{case['case']:<{width}}  {cells}")
-    summary = result["summary"]
+    summary = result.summary
     totals = []
     for _, key in TABLE_COLUMNS:
         mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
@@ -199,57 +223,66 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _write_box_plot(result: EvaluationResult, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-
-def _write_box_plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    cases = [case.as_dict() for case in result.cases]
     columns = [
-        (title, [c[key] for c in result["cases"] if c[key] is not None])
-        for title, key in TABLE_COLUMNS
+        (title, [c[key] for c in cases if c[key] is not None]) for title, key in TABLE_COLUMNS
     ]
-    figure, axis = plt.subplots(figsize=(5, 4), dpi=100)
+    figure = Figure(figsize=(5, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
     axis.boxplot([values or [np.nan] for _, values in columns], showmeans=True)
     axis.set_xticks(range(1, len(columns) + 1), [title for title, _ in columns])
     for position, (_, values) in enumerate(columns, start=1):
         jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(values))
         axis.scatter(position + jitter, values, s=10, alpha=0.6, color="black")
     axis.set_ylim(-0.05, 1.05)
-    axis.set_title(f"{result['summary']['n_cases']} case(s)")
+    axis.set_title(f"{result.summary['n_cases']} case(s)")
     figure.tight_layout()
     figure.savefig(path, format="png")
-    plt.close(figure)
 
 
 def write_results(
-    result: dict[str, Any], json_path: str | Path, csv_path: str | Path | None = None
+    result: EvaluationResult, json_path: str | Path, csv_path: str | Path | None = None
 ) -> Path:
     """Write the JSON, an optional CSV (one row per case) and the box plot beside the JSON."""
     json_path = Path(json_path)
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
+    write_json_atomically(json_path, result.as_dict())
     if csv_path is not None:
-
-        def write_csv(path: Path) -> None:
-            with path.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(result["cases"][0]))
-                writer.writeheader()
-                writer.writerows(result["cases"])
-
-        _atomic_write(Path(csv_path), write_csv)
+        rows = [case.as_dict() for case in result.cases]
+        with atomic_file(csv_path) as temporary, temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     plot_path = json_path.with_suffix(".png")
-    _atomic_write(plot_path, lambda p: _write_box_plot(result, p))
+    with atomic_file(plot_path) as temporary:
+        _write_box_plot(result, temporary)
     return plot_path
+
+
+def evaluate_files(
+    prediction: str | Path,
+    reference: str | Path,
+    out: str | Path,
+    csv_path: str | Path | None = None,
+    min_lesion_mm3: float = MIN_LESION_MM3,
+    label: int | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+) -> tuple[EvaluationResult, Path]:
+    """``evaluate``, then :func:`write_results`; existing outputs are kept unless ``overwrite``.
+
+    Returns the result and the box plot's path.
+    """
+    out = Path(out)
+    outputs = [out, out.with_suffix(".png"), *([Path(csv_path)] if csv_path else [])]
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not overwrite:
+        raise MSNewLesionsError(
+            f"{', '.join(existing)} already exist(s); choose another output or pass --overwrite."
+        )
+    result = evaluate(prediction, reference, min_lesion_mm3=min_lesion_mm3, label=label, jobs=jobs)
+    return result, write_results(result, out, csv_path)

@@ -12,8 +12,8 @@ Run ``python -m msnewlesions.example DIR`` to write ``baseline.nii.gz``, ``follo
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from msnewlesions import template
+from msnewlesions.atomic import write_json_atomically
 from msnewlesions.io import Volume, write_volume
 from msnewlesions.preprocessing import registration
 
@@ -128,15 +129,18 @@ def write_example_pair(folder: str | Path, seed: int = 0) -> dict[str, str]:
         "baseline_to_followup_translation_mm_lps": list(EXAMPLE_TRANSLATION_MM),
         "seed": seed,
     }
-    (folder / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    write_json_atomically(folder / "truth.json", truth)
     return {name: str(path) for name, path in paths.items()}
 
 
-def write_example_bids(folder: str | Path, subjects: int = 3) -> Path:
-    """Example pairs (seeds 0..n-1) as a BIDS dataset with new-lesion masks in derivatives."""
+def write_example_bids(
+    folder: str | Path, subjects: int = 3, seeds: Sequence[int] | None = None
+) -> Path:
+    """Example pairs (seeds 0..n-1, or ``seeds``: one subject each) as a BIDS dataset with
+    new-lesion masks in derivatives."""
     folder = Path(folder)
-    for seed in range(subjects):
-        subject = f"sub-{seed + 1:02d}"
+    for number, seed in enumerate(range(subjects) if seeds is None else seeds, start=1):
+        subject = f"sub-{number:02d}"
         pair = write_example_pair(folder / "sourcedata" / subject, seed=seed)
         for session, key in (("ses-01", "baseline"), ("ses-02", "followup")):
             target = folder / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"

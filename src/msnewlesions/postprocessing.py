@@ -1,68 +1,25 @@
 """From the network's probability map to new lesions: threshold, size filter, lesion table, and the
 mask on the follow-up's own (native) grid.
 
-Lesions are defined once, in MNI space (1 mm isotropic, where the network works): the probability
-map is thresholded, 6-connected components (as MSSEG-2 counts lesions) of ``min_lesion_mm3`` or
-less are dropped, and the rest are numbered 1..n by decreasing volume. The native mask is that
-label map carried onto the follow-up's grid through ``followup_to_mni`` by nearest neighbour, so a
-lesion keeps its number in both spaces; its native centroid is the MNI centroid mapped through the
-same transform.
-
-The threshold and minimum volume belong to the model they were chosen for: a model folder may hold
-``postprocessing.json`` (written by ``benchmarks/postprocessing.py`` from that model's validation
-split, as nnU-Net determines its own post-processing on cross-validation); without it,
-:class:`PostprocessingSettings`' defaults apply (0.5, and MSSEG-2's 3 mm3).
+Lesions (:mod:`msnewlesions.lesions`) are found once, in MNI space (1 mm isotropic, where the
+network works): the probability map is thresholded, lesions of ``min_lesion_mm3`` or less are
+dropped, and the rest are numbered 1..n by decreasing volume. The native mask is that label map
+carried onto the follow-up's grid through ``followup_to_mni`` by nearest neighbour, so a lesion
+keeps its number in both spaces; its native centroid is the MNI centroid mapped through the same
+transform.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
-from msnewlesions.metrics import MIN_LESION_MM3
+from msnewlesions.lesions import MIN_LESION_MM3, label_lesions
 from msnewlesions.preprocessing import registration
-
-_SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
-
-#: The file in a model folder that holds the post-processing chosen for that model.
-POSTPROCESSING_FILE = "postprocessing.json"
-
-
-@dataclass(frozen=True)
-class PostprocessingSettings:
-    """Probability threshold and minimum lesion volume (components of that volume or less go)."""
-
-    threshold: float = 0.5
-    min_lesion_mm3: float = MIN_LESION_MM3  # MSSEG-2's smallest lesion
-
-
-def model_postprocessing(model_folder: str | Path) -> PostprocessingSettings:
-    """The settings saved in ``model_folder``'s ``postprocessing.json``, else the defaults."""
-    path = Path(model_folder) / POSTPROCESSING_FILE
-    if not path.exists():
-        return PostprocessingSettings()
-    try:
-        saved = json.loads(path.read_text())
-        names = {f.name for f in fields(PostprocessingSettings)}
-        return PostprocessingSettings(**{k: float(v) for k, v in saved.items() if k in names})
-    except (ValueError, TypeError, AttributeError) as error:
-        raise MSNewLesionsError(f"{path} is not a valid post-processing file: {error}") from error
-
-
-def write_model_postprocessing(
-    model_folder: str | Path, settings: PostprocessingSettings, chosen_on: str
-) -> Path:
-    """Save ``settings`` in ``model_folder`` with a note of the data they were chosen on."""
-    path = Path(model_folder) / POSTPROCESSING_FILE
-    path.write_text(json.dumps(asdict(settings) | {"chosen_on": chosen_on}, indent=2) + "\n")
-    return path
 
 
 @dataclass(frozen=True)
@@ -89,21 +46,31 @@ class Lesion:
         return row
 
 
+#: The columns of ``lesions.csv``, in order (:meth:`Lesion.as_row`'s keys).
+LESION_TABLE_COLUMNS = (
+    "lesion_id",
+    "voxels_mni",
+    "volume_mm3",
+    "voxels_native",
+    "max_probability",
+    "mni_x_mm",
+    "mni_y_mm",
+    "mni_z_mm",
+    "native_x_mm",
+    "native_y_mm",
+    "native_z_mm",
+)
+
+
 def lesion_labels(
     probability: Volume, threshold: float = 0.5, min_lesion_mm3: float = MIN_LESION_MM3
 ) -> tuple[Volume, int]:
-    """Lesions numbered 1..n by decreasing volume (uint16); components of ``min_lesion_mm3``
-    or less are removed, as MSSEG-2's evaluation ignores them."""
-    components, count = ndimage.label(probability.array >= threshold, structure=_SIX_CONNECTED)
-    if count == 0:
-        return probability.with_array(np.zeros(probability.shape, np.uint16)), 0
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    min_voxels = int(np.floor(min_lesion_mm3 / probability.voxel_volume_mm3)) + 1
-    kept = [label for label in np.argsort(-sizes, kind="stable") if sizes[label] >= min_voxels]
-    renumber = np.zeros(count + 1, np.uint16)
-    renumber[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
-    return probability.with_array(renumber[components]), len(kept)
+    """Lesions of ``probability >= threshold`` numbered 1..n by decreasing volume (uint16);
+    those of ``min_lesion_mm3`` or less are removed, as MSSEG-2's evaluation ignores them."""
+    labels, count = label_lesions(
+        probability.array >= threshold, probability.voxel_volume_mm3, min_lesion_mm3, "volume"
+    )
+    return probability.with_array(labels.astype(np.uint16)), count
 
 
 def to_native(labels_mni: Volume, followup_grid: Volume, followup_to_mni: sitk.Transform) -> Volume:
@@ -111,6 +78,11 @@ def to_native(labels_mni: Volume, followup_grid: Volume, followup_to_mni: sitk.T
     mni_to_native = registration.invert(followup_to_mni)  # maps a native point to the MNI point
     resampled = registration.resample(labels_mni, followup_grid, mni_to_native, "nearest")
     return followup_grid.with_array(resampled.array.astype(np.uint16))
+
+
+def _point(values: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z
 
 
 def lesion_table(
@@ -136,8 +108,8 @@ def lesion_table(
             voxels_mni=int(voxels[i]),
             volume_mm3=float(voxels[i] * labels_mni.voxel_volume_mm3),
             voxels_native=int(native_voxels[i]),
-            centroid_mni_mm=tuple(float(v) for v in centres_mni[i]),
-            centroid_native_mm=tuple(float(v) for v in centres_native[i]),
+            centroid_mni_mm=_point(centres_mni[i]),
+            centroid_native_mm=_point(centres_native[i]),
             max_probability=float(np.atleast_1d(peaks)[i]),
         )
         for i, label in enumerate(index)

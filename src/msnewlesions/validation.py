@@ -21,7 +21,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from msnewlesions.io import RAS_TO_LPS, Volume, read_volume
+from msnewlesions.lesions import components
+from msnewlesions.metrics import dice
 from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing.pipeline import PreprocessedPair
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,6 @@ def common_to_mni(
     return registration.resample(binary, mni_grid, common_to_mni, "nearest")
 
 
-def dice(first: np.ndarray, second: np.ndarray) -> float:
-    """Dice overlap of two binary arrays (1.0 when both are empty)."""
-    a, b = first > 0, second > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 @dataclass(frozen=True)
 class PairCheck:
     patient: str
@@ -116,11 +112,8 @@ class PairCheck:
     change_voxels_in_mask: float
 
 
-def check_against_reference(pair: OpenMSPair, preprocessed: object) -> PairCheck:
+def check_against_reference(pair: OpenMSPair, preprocessed: PreprocessedPair) -> PairCheck:
     """Registration error, brain-mask Dice and change-mask coverage of a preprocessed pair."""
-    from msnewlesions.preprocessing.pipeline import PreprocessedPair
-
-    assert isinstance(preprocessed, PreprocessedPair)
     baseline_to_common = sitk.ReadTransform(str(pair.baseline_to_common))
     followup_to_common = sitk.ReadTransform(str(pair.followup_to_common))
     brain_common = read_volume(pair.brain_mask)
@@ -167,10 +160,7 @@ def mask_agreement(
     Each native voxel centre is carried into MNI space (the inverse transform) and looked up in
     the MNI mask's nearest voxel, which is how a nearest-neighbour resampling decides it.
     """
-    from scipy import ndimage
-
-    six_connected = ndimage.generate_binary_structure(3, 1)
-    mni_labels, mni_count = ndimage.label(mni_mask.array > 0, structure=six_connected)
+    mni_labels, mni_count = components(mni_mask.array)
     native_points = native_mask.index_to_world(np.argwhere(native_mask.array > 0))
     in_mni = _apply_ras(followup_to_mni.GetInverse(), native_points).reshape(-1, 3)
     indices = np.round(mni_mask.world_to_index(in_mni)).astype(int).reshape(-1, 3)

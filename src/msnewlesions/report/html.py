@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import Lesion
+from msnewlesions.segment import SegmentationSummary
 
 #: Half the side of the square shown around each lesion, in mm (the grid is 1 mm).
 VIEW_HALF_WIDTH_MM = 40
@@ -41,12 +42,11 @@ figcaption{text-align:center;font-size:.85rem;color:#444}
 def _png(slice_array: np.ndarray, outline: np.ndarray | None = None) -> str:
     """A base64 PNG of one axial slice of a RAS array: anterior at the top, the patient's right
     on the viewer's right (neurological convention)."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(figsize=(2.4, 2.4), dpi=100)
+    figure = Figure(figsize=(2.4, 2.4), dpi=100)
+    FigureCanvasAgg(figure)
     axis = figure.add_axes((0, 0, 1, 1))
     axis.imshow(np.rot90(slice_array), cmap="gray", vmin=-2.5, vmax=4.0, interpolation="nearest")
     if outline is not None and outline.any():
@@ -56,7 +56,6 @@ def _png(slice_array: np.ndarray, outline: np.ndarray | None = None) -> str:
     axis.set_axis_off()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -90,13 +89,11 @@ def lesion_views(
 _AXES = ("x (left-right)", "y (front-back)", "z (across axial slices)")
 
 
-def slice_matching_text(summary: dict[str, Any]) -> str | None:
-    """What slice matching did, in one line (None: a summary from before it existed)."""
-    if "slice_matching" not in summary:
-        return None
-    if not summary["slice_matching"]:
+def slice_matching_text(summary: SegmentationSummary) -> str:
+    """What slice matching did, in one line."""
+    if not summary.slice_matching:
         return "off (--no-slice-matching)"
-    matches = summary.get("slice_matches", [])
+    matches = summary.slice_matches
     if not matches:
         return "not needed: the scans are equally sharp along every axis"
     return "; ".join(
@@ -106,16 +103,16 @@ def slice_matching_text(summary: dict[str, Any]) -> str | None:
     )
 
 
-def _qc_rows(summary: dict[str, Any]) -> str:
-    qc = summary.get("qc", {})
+def _qc_rows(summary: SegmentationSummary) -> str:
+    qc = summary.qc
     items = [
-        ("Timepoint correlation in the brain", qc.get("timepoint_correlation_in_brain")),
-        ("Brain overlap with the MNI template (Dice)", qc.get("brain_mask_template_dice")),
-        ("Brain volume (ml)", qc.get("brain_volume_ml")),
-        ("Brain mask from", qc.get("brain_mask_source")),
-        ("Registration refinement (mm)", qc.get("registration_refinement_shift_mm")),
-        ("Voxel size baseline (mm)", qc.get("voxel_size_mm", {}).get("baseline_in")),
-        ("Voxel size follow-up (mm)", qc.get("voxel_size_mm", {}).get("followup_in")),
+        ("Timepoint correlation in the brain", qc.timepoint_correlation_in_brain),
+        ("Brain overlap with the MNI template (Dice)", qc.brain_mask_template_dice),
+        ("Brain volume (ml)", qc.brain_volume_ml),
+        ("Brain mask from", qc.brain_mask_source),
+        ("Registration refinement (mm)", qc.registration_refinement_shift_mm),
+        ("Voxel size baseline (mm)", qc.voxel_size_mm.get("baseline_in")),
+        ("Voxel size follow-up (mm)", qc.voxel_size_mm.get("followup_in")),
         ("Slice matching before the comparison", slice_matching_text(summary)),
     ]
     return "".join(
@@ -126,17 +123,17 @@ def _qc_rows(summary: dict[str, Any]) -> str:
 
 
 def render_report(
-    summary: dict[str, Any],
-    lesions: list[Lesion],
+    summary: SegmentationSummary,
+    lesions: Sequence[Lesion],
     baseline: Volume,
     followup: Volume,
     labels: Volume,
 ) -> str:
-    """The whole page as a string (``baseline``, ``followup``, ``labels``: the MNI grid)."""
+    """The whole page as a string (``baseline``, ``followup``, ``labels``: the MNI grid the
+    network saw, as :class:`~msnewlesions.segment.Segmentation` holds them)."""
     count = len(lesions)
     total = sum(lesion.volume_mm3 for lesion in lesions)
-    inputs = summary.get("inputs", {})
-    names = " / ".join(html.escape(str(v.get("path", ""))) for v in inputs.values())
+    names = " / ".join(html.escape(str(v.get("path", ""))) for v in summary.inputs.values())
     if count == 0:
         verdict = '<div class="verdict none">No new lesion was found.</div>'
     else:
@@ -145,8 +142,7 @@ def render_report(
             f"total volume <b>{total:.0f} mm&sup3;</b> ({total / 1000:.2f} ml)</div>"
         )
     warnings = "".join(
-        f'<div class="warning">&#9888; {html.escape(str(w))}</div>'
-        for w in summary.get("warnings", [])
+        f'<div class="warning">&#9888; {html.escape(str(w))}</div>' for w in summary.warnings
     )
     sections = []
     for lesion in lesions:

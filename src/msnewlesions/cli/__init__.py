@@ -1,0 +1,50 @@
+"""The ``msnewlesions`` command line: parse, call one library function, print.
+
+Every command is reachable in-process through :func:`main`, which returns the exit status: 0 on
+success, 1 for an error the user can fix (one line on stderr), 2 for a usage error, 130 when
+interrupted.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from msnewlesions.cli import model_commands, pair_commands
+from msnewlesions.cli.app import app
+from msnewlesions.errors import MSNewLesionsError
+
+__all__ = ["app", "main", "model_commands", "pair_commands"]
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a run like Ctrl-C: outputs in progress are removed, nothing partial stays."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+INTERRUPTED = "error: interrupted; no output was written (an existing output is left as it was)."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    _interrupt_on_sigterm()
+    try:
+        app(args=argv, prog_name="msnewlesions", standalone_mode=True)
+    except MSNewLesionsError as error:
+        typer.echo(f"error: {error}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo(INTERRUPTED, err=True)
+        return 130
+    except SystemExit as exit_:
+        code = exit_.code
+        if code == 130:  # typer turns Ctrl-C (and our SIGTERM) into a silent exit 130
+            typer.echo(INTERRUPTED, err=True)
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0

@@ -1,0 +1,71 @@
+"""The ``msnewlesions`` Typer application and the options several commands share."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="msnewlesions",
+    help="Find new multiple sclerosis lesions between a baseline and a follow-up FLAIR.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _commands() -> None:
+    """Find new multiple sclerosis lesions between a baseline and a follow-up FLAIR."""
+
+
+class SkullstripChoice(str, Enum):
+    fast = "fast"
+    accurate = "accurate"
+
+
+class SkullStrippedChoice(str, Enum):
+    auto = "auto"
+    yes = "yes"
+    no = "no"
+
+    def as_option(self) -> bool | None:
+        return {"auto": None, "yes": True, "no": False}[self.value]
+
+
+SkullStripped = Annotated[
+    SkullStrippedChoice,
+    typer.Option(
+        help="Are the scans already brain-extracted? yes: their non-zero region is the brain "
+        "mask; no: HD-BET finds the brain (it needs the skull); auto: yes when both scans lie "
+        "inside the template's brain after registration to MNI (default: auto).",
+    ),
+]
+
+
+class DeviceChoice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("msnewlesions")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class ConfigChoice(str, Enum):
+    paper = "paper"
+    cpu = "cpu"
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Say more about each step.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]

@@ -1,0 +1,128 @@
+"""``msnewlesions segment``: read two scans, segment, write the DESIGN.md outputs atomically.
+
+``DIR`` receives ``new_lesions.nii.gz`` (uint8, the follow-up's shape and affine),
+``new_lesions_mni.nii.gz``, ``lesions.csv``, ``summary.json``, ``report.html``, and
+``baseline_to_mni.tfm`` / ``followup_to_mni.tfm`` (ITK files; each maps MNI points to that
+native scan, as ``preprocess`` writes them). The MSSEG-2 form writes just the mask to a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from msnewlesions.atomic import (
+    atomic_output_folder,
+    check_output_file,
+    check_output_folder,
+    write_json_atomically,
+    write_text_atomically,
+)
+from msnewlesions.io import read_volume, write_volume, write_volume_atomically
+from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
+from msnewlesions.preprocessing.pipeline import software_versions, write_transforms
+from msnewlesions.report.html import render_report
+from msnewlesions.segment import (
+    LesionPredictor,
+    Segmentation,
+    SegmentationSummary,
+    SegmentOptions,
+    segment_pair,
+)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, or of a folder's files in name order (a DICOM series)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        with item.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def write_segmentation(result: Segmentation, summary: SegmentationSummary, folder: Path) -> None:
+    """Every output of ``segment --out`` into ``folder`` (which must exist)."""
+    write_volume(result.new_lesions, folder / "new_lesions.nii.gz", np.uint8)
+    write_transforms(result.preprocessed, folder)
+    mni_mask = result.labels_mni.with_array((result.labels_mni.array > 0).astype(np.uint8))
+    write_volume(mni_mask, folder / "new_lesions_mni.nii.gz", np.uint8)
+    with (folder / "lesions.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(LESION_TABLE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(lesion.as_row() for lesion in result.lesions)
+    write_json_atomically(folder / "summary.json", summary.as_dict())
+    page = render_report(
+        summary,
+        result.lesions,
+        result.preprocessed.baseline,
+        result.preprocessed.followup,
+        result.labels_mni,
+    )
+    write_text_atomically(folder / "report.html", page)
+
+
+def load_predictor(
+    model: str | Path | None, device: str = "cpu", test_time_augmentation: bool = False
+) -> tuple[LesionPredictor, Path]:
+    """The network of ``model`` (default: the shipped one), loaded, and the model's path."""
+    from msnewlesions.model.default import default_model
+    from msnewlesions.model.nnunet import NewLesionPredictor
+
+    model_path = Path(model) if model is not None else default_model()
+    predictor = NewLesionPredictor(
+        model_path, device=device, test_time_augmentation=test_time_augmentation
+    )
+    return predictor, model_path
+
+
+def segment_files(
+    baseline_path: str | Path,
+    followup_path: str | Path,
+    out: str | Path,
+    model: str | Path | None = None,
+    options: SegmentOptions | None = None,
+    device: str = "cpu",
+    test_time_augmentation: bool = False,
+    overwrite: bool = False,
+    mask_only: bool = False,
+    predictor: LesionPredictor | None = None,
+) -> Segmentation:
+    """Read, segment and write. ``mask_only`` (MSSEG-2's container form) writes just the mask
+    to the file ``out``; otherwise ``out`` is a folder that receives every output.
+
+    ``predictor`` replaces the network of ``model`` (a loaded or a test predictor); ``model``
+    is then only the name recorded in the summary.
+    """
+    options = options or SegmentOptions()
+    baseline_path, followup_path, out = Path(baseline_path), Path(followup_path), Path(out)
+    inputs = (baseline_path, followup_path)
+    if mask_only:
+        check_output_file(out, overwrite, inputs)
+    else:
+        check_output_folder(out, overwrite, inputs)
+    if predictor is None:
+        predictor, model_path = load_predictor(model, device, test_time_augmentation)
+    else:
+        model_path = Path(model or "(given predictor)")
+    baseline, followup = read_volume(baseline_path), read_volume(followup_path)
+    result = segment_pair(baseline, followup, predictor, options)
+    if mask_only:
+        write_volume_atomically(result.new_lesions, out, np.uint8)
+        return result
+    summary = SegmentationSummary.of(
+        result,
+        str(model_path),
+        {
+            role: {"path": str(path), "sha256": sha256_of(path)}
+            for role, path in zip(("baseline", "followup"), inputs, strict=True)
+        },
+        software_versions(),
+    )
+    with atomic_output_folder(out, overwrite) as staging:
+        write_segmentation(result, summary, staging)
+    return result
