@@ -18,6 +18,7 @@ install: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy src
 
 format: $(INSTALLED)
 	$(BIN)/ruff format src tests benchmarks scripts

@@ -122,9 +122,9 @@ def segment_folder(
 
 
 def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from msnewlesions.model.default import default_model
     from msnewlesions.model.nnunet import NewLesionPredictor
     from msnewlesions.postprocessing import lesion_labels
-    from msnewlesions.segment import default_model
 
     sources, masks = synthesis.open_ms_data_sources(args.data)
     library = synthesis.lesion_library(masks)

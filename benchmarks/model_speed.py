@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from msnewlesions.commands.predict import predict_files
 from msnewlesions.example import write_example_bids
 from msnewlesions.model import nnunet
 from msnewlesions.model.datasets import DatasetOptions, build_dataset
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 503,
                 0,
                 config,
-                epochs=1,
-                iterations_per_epoch=iterations,
-                validation_iterations=2,
+                schedule=nnunet.TrainingSchedule(1, iterations, 2),
                 data_workers=workers,
                 validate=False,
             )
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         for tta in (False, True):
             start = time.perf_counter()
-            nnunet.predict(
+            predict_files(
                 nnunet.model_folder(root / "results_cpu_1", 503, "cpu"),
                 inputs,
                 root / f"pred_{tta}",

@@ -45,12 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from msnewlesions.io import Volume, read_volume
+from msnewlesions.lesions import PostprocessingSettings, write_model_postprocessing
 from msnewlesions.metrics import case_metrics
-from msnewlesions.postprocessing import (
-    PostprocessingSettings,
-    lesion_labels,
-    write_model_postprocessing,
-)
+from msnewlesions.postprocessing import lesion_labels
 from msnewlesions.preprocessing.resolution import match_resolution
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
@@ -104,7 +101,7 @@ def cache_suffix(tta: str, match_slices: bool) -> str:
 
 class SegmentedSelection:
     """The selection pairs as ``segment`` sees them: drawn again from their seeds as scans, made
-    into the network's inputs by ``segment``'s own :func:`~msnewlesions.segment.model_inputs`
+    into the network's inputs by segment's own ``model_inputs``
     (registration, HD-BET, N4, slice matching), and the probability carried back onto the pair's
     grid, where its label lives.
 
@@ -142,7 +139,7 @@ class SegmentedSelection:
 
         from msnewlesions.io import write_volume_atomically
         from msnewlesions.model import synthesis
-        from msnewlesions.segment import SegmentOptions, model_inputs
+        from msnewlesions.preprocessing.model_inputs import InputOptions, model_inputs
 
         folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
         names = [folder / f"{case}_{part}.nii.gz" for part in ("0000", "0001", "brain")]
@@ -157,7 +154,7 @@ class SegmentedSelection:
                     f"{case}: drawn again from its seed, the pair differs from the dataset"
                 )
             inputs = model_inputs(
-                pair.baseline_scan, pair.followup_scan, SegmentOptions(match_slices=match_slices)
+                pair.baseline_scan, pair.followup_scan, InputOptions(match_slices=match_slices)
             )
             for match in inputs.slice_matches:
                 logging.info("%s: %s", case, match)
@@ -243,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     def predictor_factory():
         nonlocal predictor
         if predictor is None:
+            from msnewlesions.model.default import default_model
             from msnewlesions.model.nnunet import NewLesionPredictor
-            from msnewlesions.segment import default_model
 
             predictor = NewLesionPredictor(
                 args.model or default_model(),
@@ -346,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{choice['false_positives_per_empty_case']:.2f} false lesions per case without)"
     )
     if args.write:
-        from msnewlesions.segment import default_model
+        from msnewlesions.model.default import default_model
 
         model = args.model or default_model()
         settings = PostprocessingSettings(choice["threshold"], choice["min_lesion_mm3"])

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         naive = naive_seconds(pair.baseline, pair.followup) if args.naive else float("nan")
         rows.append((pair.patient, seconds, naive, check, result.qc))
         print(f"\n{pair.patient}: {seconds:.1f} s in all")
-        for step, step_seconds in result.qc["seconds"].items():
+        for step, step_seconds in result.qc.seconds.items():
             print(f"  {step_seconds:6.1f} s  {step}")
 
     print(
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{patient:<10} {seconds:7.1f}  {naive:7.1f}  {check.error_mean_mm:11.3f}"
             f"  {check.error_p95_mm:10.3f}  {check.brain_mask_dice:9.4f}"
-            f"  {check.change_voxels_in_mask:14.4f}  {qc['timepoint_correlation_in_brain']:11.3f}"
-            f"  {qc['brain_volume_ml']:8.0f}"
+            f"  {check.change_voxels_in_mask:14.4f}  {qc.timepoint_correlation_in_brain:11.3f}"
+            f"  {qc.brain_volume_ml:8.0f}"
         )
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from msnewlesions.commands.predict import predict_files
 from msnewlesions.example import write_example_bids
 from msnewlesions.io import Volume
 from msnewlesions.model import nnunet
+from msnewlesions.model.schedule import TrainingSchedule
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 OPEN_MS_DATA = Path(
@@ -102,15 +104,24 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.fixture(scope="session")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """dataset -> plan and preprocess -> train 2 epochs -> resume to 3 -> predict."""
-    root = tmp_path_factory.mktemp("chain")
-    bids = write_example_bids(root / "bids", subjects=3)
-    from msnewlesions.cli import main
+def chain(
+    tmp_path_factory: pytest.TempPathFactory, preprocess_once: PreprocessOnce
+) -> dict[str, Path]:
+    """dataset -> plan and preprocess -> train 2 epochs -> resume to 3 -> predict.
 
+    The three subjects are one example pair (seed 4, as test_segment.py's), preprocessed once
+    per session (PreprocessOnce): the subject here is the nnU-Net chain, not preprocessing.
+    """
+    from msnewlesions.cli import main
+    from msnewlesions.model import datasets
+
+    root = tmp_path_factory.mktemp("chain")
+    bids = write_example_bids(root / "bids", seeds=[4, 4, 4])
     raw = root / "raw"
     argv = ["dataset", "--layout", "bids", "--input", str(bids), "--out", str(raw), "--id", "502"]
-    assert main([*argv, "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets, "preprocess_pair", preprocess_once)
+        assert main([*argv, "--quiet"]) == 0
     dataset = raw / nnunet.dataset_name(502)
     # Resumable: a second run finds every case written and preprocesses nothing.
     assert main([*argv, "--quiet"]) == 0
@@ -119,15 +130,25 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     preprocessed, results = root / "preprocessed", root / "results"
     nnunet.plan_and_preprocess(raw, preprocessed, 502)
-    short = {"iterations_per_epoch": 2, "validation_iterations": 1, "data_workers": 0}
+    short = {"iterations_per_epoch": 2, "validation_iterations": 1}
+    quick = {"validate": False, "data_workers": 0}
     # The last epoch of each run at the learning rate / 5; the resumed run must not divide again.
-    fold = nnunet.train(
-        preprocessed, results, 502, 0, "cpu", epochs=2, anneal_epochs=1, validate=False, **short
-    )
+    first_schedule = TrainingSchedule(epochs=2, anneal_epochs=1, **short)
+    fold = nnunet.train(preprocessed, results, 502, 0, "cpu", schedule=first_schedule, **quick)
     first = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     first_debug = json.loads((fold / "debug.json").read_text())
+    # Resumed with the checkpoint's own schedule, one epoch longer.
+    saved_after_first = nnunet.saved_schedule(fold)
+    assert saved_after_first is not None
     nnunet.train(
-        preprocessed, results, 502, 0, "cpu", resume=True, epochs=3, validate=False, **short
+        preprocessed,
+        results,
+        502,
+        0,
+        "cpu",
+        schedule=saved_after_first.updated(epochs=3),
+        resume=True,
+        **quick,
     )
     second = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     # Fine-tuning: resumed once more, at a lower learning rate from the next epoch on.
@@ -137,15 +158,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         502,
         0,
         "cpu",
+        schedule=TrainingSchedule(epochs=4, anneal_epochs=0, **short),
         resume=True,
-        epochs=4,
         learning_rate=0.0004,
-        anneal_epochs=0,
-        validate=False,
-        **short,
+        **quick,
     )
     third = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    schedule = json.loads((fold / "msnewlesions_schedule.json").read_text())
     # A second fine-tuning phase with an anneal of its own: the new rate, then its fifth.
     nnunet.train(
         preprocessed,
@@ -153,12 +171,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         502,
         0,
         "cpu",
+        schedule=TrainingSchedule(epochs=6, anneal_epochs=1, **short),
         resume=True,
-        epochs=6,
         learning_rate=0.001,
-        anneal_epochs=1,
-        validate=False,
-        **short,
+        **quick,
     )
     fourth = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
 
@@ -168,7 +184,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for channel in ("0000", "0001"):
         source = dataset / "imagesTr" / f"{case}_{channel}.nii.gz"
         (inputs / source.name).symlink_to(source)
-    nnunet.predict(nnunet.model_folder(results, 502, "cpu"), inputs, root / "predictions")
+    predict_files(nnunet.model_folder(results, 502, "cpu"), inputs, root / "predictions")
     return {
         "dataset": dataset,
         "fold": fold,
@@ -176,7 +192,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "second": second,
         "third": third,
         "fourth": fourth,
-        "schedule": schedule,
+        "first_schedule": first_schedule,
+        "saved_after_first": saved_after_first,
         "first_debug": first_debug,
         "input": inputs / f"{case}_0000.nii.gz",
         "prediction": root / "predictions" / f"{case}.nii.gz",

@@ -19,6 +19,7 @@ from msnewlesions.model.datasets import (
     read_cases,
 )
 from msnewlesions.preprocessing.pipeline import PreprocessedPair
+from msnewlesions.preprocessing.quality import QualityReport
 from msnewlesions.preprocessing.registration import transform_from_matrix
 
 
@@ -113,7 +114,8 @@ def test_a_label_on_a_third_grid_follows_the_reference_transform(tmp_path: Path)
     baseline_to_label = sitk.TranslationTransform(3, (-4.0, 0.0, 0.0))  # LPS: RAS x + 4 mm
     sitk.WriteTransform(baseline_to_label, str(tmp_path / "t.txt"))
     identity = transform_from_matrix(np.eye(4))
-    pair = PreprocessedPair(grid, grid, grid, identity, identity, identity)
+    qc = QualityReport(0.9, 0.9, 1000.0, 0.0, {}, {}, [])
+    pair = PreprocessedPair(grid, grid, grid, identity, identity, identity, qc)
     label = np.zeros((30, 30, 30), np.uint8)
     label[10, 10, 10] = 1
     case = Case("c", "c", Path("b"), Path("f"), Path("l"), "common", tmp_path / "t.txt")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from msnewlesions.example import write_example_pair
+from msnewlesions.io import read_volume, write_volume
+from msnewlesions.lesions import model_postprocessing
+from msnewlesions.model.default import DEFAULT_MODEL, default_model
 from msnewlesions.model.nnunet import check_model
-from msnewlesions.postprocessing import model_postprocessing
-from msnewlesions.segment import DEFAULT_MODEL, default_model
+from tests.conftest import PreprocessOnce
 
 CHECKPOINT = DEFAULT_MODEL / "fold_0" / "checkpoint_final.pth"
 
@@ -60,3 +63,30 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions(
         applied.min_lesion_mm3,
     )
     assert 0.0 < applied.threshold < 1.0 and applied.min_lesion_mm3 >= 3.0  # MSSEG-2's floor
+
+
+def test_predict_gives_the_mask_segment_gives(
+    tmp_path: Path, preprocess_once: PreprocessOnce, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same (shipped) network through ``segment`` and through ``predict`` on the inputs
+    segment gave it: the same lesions, voxel for voxel."""
+    from msnewlesions.cli import main
+    from msnewlesions.model.nnunet import NewLesionPredictor
+    from msnewlesions.preprocessing import model_inputs
+    from msnewlesions.segment import segment_pair
+
+    # test_segment.py's example pair, preprocessed once per session (PreprocessOnce).
+    monkeypatch.setattr(model_inputs, "preprocess_pair", preprocess_once)
+    example = write_example_pair(tmp_path / "example", seed=4)
+    baseline, followup = read_volume(example["baseline"]), read_volume(example["followup"])
+    result = segment_pair(baseline, followup, NewLesionPredictor(DEFAULT_MODEL))
+    assert result.lesions, "the shipped model finds the example's lesions"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_volume(result.inputs.baseline, inputs / "example_0000.nii.gz", np.float32)
+    write_volume(result.inputs.followup, inputs / "example_0001.nii.gz", np.float32)
+    argv = ["predict", "--model", str(DEFAULT_MODEL), "--input", str(inputs)]
+    assert main([*argv, "--out", str(tmp_path / "predicted"), "-q"]) == 0
+    predicted = read_volume(tmp_path / "predicted" / "example.nii.gz")
+    assert predicted.same_grid(result.labels_mni)
+    np.testing.assert_array_equal(predicted.array > 0, result.labels_mni.array > 0)

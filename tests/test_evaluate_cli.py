@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from msnewlesions.evaluation import format_table, summarize
+from msnewlesions.evaluation import CaseResult, EvaluationResult, format_table, summarize
+from msnewlesions.metrics import CaseMetrics
 from tests.conftest import run_cli
 
 AFFINE = np.diag([0.5, 0.5, 3.0, 1.0])  # anisotropic: 0.75 mm3 voxels
@@ -85,20 +86,10 @@ def test_the_table_reproduces_the_papers_summary_row() -> None:
     dice = [0.37, 1.0, 0.0, 0.81, 0.0, 1.0, 0.5, 0.71, 0.57, 0.65, 0.38, 1.0]
     recall = [0.75, 1.0, 0.0, 0.73, 0.0, 1.0, 0.39, 0.63, 0.46, 0.74, 0.28, 1.0]
     cases = [
-        {
-            "case": f"MS_{i:05d}",
-            "dice": d,
-            "recall": r,
-            "lesion_sensitivity": None,
-            "lesion_ppv": None,
-            "lesion_f1": None,
-            "n_ref_lesions": 1,
-            "n_pred_lesions": 1,
-            "pred_lesion_volume_mm3": 1.0,
-        }
+        CaseResult(f"MS_{i:05d}", CaseMetrics(d, r, None, None, None, 1, 1, 1.0))
         for i, (d, r) in enumerate(zip(dice, recall, strict=True))
     ]
-    table = format_table({"cases": cases, "summary": summarize(cases)})
+    table = format_table(EvaluationResult(cases, summarize(cases)))
     last = table.splitlines()[-1].split()
     assert last[0] == "All"
     assert last[1] == "0.58+/-0.35" and last[2] == "0.58+/-0.36"

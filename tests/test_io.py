@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from msnewlesions.atomic import atomic_output_folder, check_output_folder
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import (
     Volume,
-    atomic_output_folder,
-    check_output_folder,
     check_scan,
     read_volume,
     write_volume,

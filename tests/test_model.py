@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from msnewlesions.commands.predict import predict_files
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.model import nnunet
@@ -53,6 +54,14 @@ def test_dataset_has_two_channels_labels_and_patient_folds(chain: dict) -> None:
     nnunet.verify_dataset(dataset.parent, 502)
 
 
+def test_a_checkpoint_saves_the_schedule_a_resume_restores(chain: dict) -> None:
+    assert chain["saved_after_first"] == chain["first_schedule"]
+    assert chain["first"]["msnewlesions_schedule"] == chain["first_schedule"].as_dict()
+    # The resumed run kept the saved schedule but for the longer run asked for.
+    second = nnunet.TrainingSchedule.from_dict(chain["second"]["msnewlesions_schedule"])
+    assert second == chain["first_schedule"].updated(epochs=3)
+
+
 def test_resumed_training_continues_epochs_and_optimizer(chain: dict) -> None:
     first, second = chain["first"], chain["second"]
     assert first["current_epoch"] == 2 and second["current_epoch"] == 3
@@ -82,7 +91,8 @@ def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> 
     # The same optimizer goes on (Adam's steps 6 -> 8), and the rate is not part of the schedule
     # that later resumes re-apply: it lives in the checkpoint's optimizer state.
     assert float(third["optimizer_state"]["state"][0]["step"]) == 8.0
-    assert "learning_rate" not in chain["schedule"] and chain["schedule"]["num_epochs"] == 4
+    schedule = third["msnewlesions_schedule"]
+    assert "learning_rate" not in schedule and schedule["epochs"] == 4
 
 
 def test_a_new_learning_rate_starts_a_phase_whose_last_epochs_are_annealed_again(
@@ -115,11 +125,9 @@ def test_a_new_run_starts_from_every_weight_it_is_given(chain: dict, tmp_path: P
         502,
         0,
         "cpu",
-        epochs=1,
+        schedule=nnunet.TrainingSchedule(1, 2, 1),
         learning_rate=1e-9,
         initial_weights=given,
-        iterations_per_epoch=2,
-        validation_iterations=1,
         data_workers=0,
         validate=False,
     )
@@ -145,7 +153,13 @@ def test_weights_of_another_network_are_refused(chain: dict, tmp_path: Path) -> 
     for weights in (other, garbage):
         with pytest.raises(MSNewLesionsError, match="does not hold weights of this dataset's"):
             nnunet.train(
-                preprocessed, tmp_path / "results", 502, 0, "cpu", epochs=1, initial_weights=weights
+                preprocessed,
+                tmp_path / "results",
+                502,
+                0,
+                "cpu",
+                schedule=nnunet.TrainingSchedule(epochs=1),
+                initial_weights=weights,
             )
 
 
@@ -252,14 +266,14 @@ def test_an_exported_model_imports_and_predicts_the_same(chain: dict, tmp_path: 
     stripped = torch.load(imported / "fold_0/checkpoint_final.pth", weights_only=False)
     assert stripped["optimizer_state"] is None
     inputs = chain["input"].parent
-    nnunet.predict(archive, inputs, tmp_path / "from_zip")  # a zip works as --model too
+    predict_files(archive, inputs, tmp_path / "from_zip")  # a zip works as --model too
     original = np.asarray(nib.load(chain["prediction"]).dataobj)
     again = np.asarray(nib.load(tmp_path / "from_zip" / chain["prediction"].name).dataobj)
     np.testing.assert_array_equal(again, original)
 
 
 def test_mirroring_along_one_axis_makes_the_prediction_symmetric_along_that_axis() -> None:
-    from msnewlesions.segment import DEFAULT_MODEL
+    from msnewlesions.model.default import DEFAULT_MODEL
 
     # One 64^3 tile (the shipped plans' patch) of smooth z-scored texture, a bright blob at the
     # follow-up: any input will do, the property is the network's.

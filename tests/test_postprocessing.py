@@ -10,14 +10,12 @@ import SimpleITK as sitk
 
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
-from msnewlesions.postprocessing import (
+from msnewlesions.lesions import (
     PostprocessingSettings,
-    lesion_labels,
-    lesion_table,
     model_postprocessing,
-    to_native,
     write_model_postprocessing,
 )
+from msnewlesions.postprocessing import lesion_labels, lesion_table, to_native
 from msnewlesions.preprocessing import registration
 from tests.conftest import oblique_affine
 

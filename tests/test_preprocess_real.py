@@ -47,8 +47,8 @@ def test_heads_with_skull_are_masked_by_hd_bet(
     """The raw scans keep skull and scalp: they are not taken for brain-extracted ones."""
     for pair in open_ms_pairs(open_ms_data):
         result = preprocess_once(read_volume(pair.baseline), read_volume(pair.followup))
-        assert result.qc["brain_mask_source"] == "HD-BET", pair.patient
-        assert max(result.qc["nonzero_inside_template_brain"].values()) < 0.9, pair.patient
+        assert result.qc.brain_mask_source == "HD-BET", pair.patient
+        assert max(result.qc.nonzero_inside_template_brain.values()) < 0.9, pair.patient
 
 
 def test_open_ms_pairs_lists_only_complete_patients(open_ms_data: Path) -> None:

@@ -14,7 +14,9 @@ import pytest
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import lesion_labels, lesion_table
 from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing.quality import QualityReport
 from msnewlesions.report.html import render_report
+from msnewlesions.segment import SegmentationSummary
 
 AFFINE = np.array([[1.0, 0, 0, -60], [0, 1, 0, -70], [0, 0, 1, -50], [0, 0, 0, 1]])
 
@@ -35,16 +37,40 @@ def volumes() -> tuple[Volume, Volume, Volume, list]:
     return Volume(baseline, AFFINE), Volume(followup, AFFINE), labels, table
 
 
-SUMMARY = {
-    "inputs": {"baseline": {"path": "b.nii.gz"}, "followup": {"path": "f.nii.gz"}},
-    "qc": {"timepoint_correlation_in_brain": 0.42, "brain_volume_ml": 1300.0},
-    "warnings": ["the two timepoints correlate weakly inside the brain (0.42)"],
-}
+WARNING = "the two timepoints correlate weakly inside the brain (0.42)"
+
+
+def summary(
+    count: int = 2, slice_matching: bool = True, slice_matches: list | None = None
+) -> SegmentationSummary:
+    qc = QualityReport(
+        timepoint_correlation_in_brain=0.42,
+        brain_mask_template_dice=0.85,
+        brain_volume_ml=1300.0,
+        registration_refinement_shift_mm=0.3,
+        voxel_size_mm={"baseline_in": [1.0, 1.0, 3.0], "followup_in": [1.0, 1.0, 1.0]},
+        shape={},
+        warnings=[WARNING],
+    )
+    return SegmentationSummary(
+        new_lesion_count=count,
+        new_lesion_volume_mm3=0.0,
+        threshold=0.5,
+        min_lesion_mm3=3.0,
+        slice_matching=slice_matching,
+        slice_matches=slice_matches or [],
+        model="test",
+        qc=qc,
+        warnings=list(qc.warnings),
+        seconds={},
+        inputs={"baseline": {"path": "b.nii.gz"}, "followup": {"path": "f.nii.gz"}},
+        versions={},
+    )
 
 
 def test_report_is_self_contained_with_three_views_per_lesion() -> None:
     baseline, followup, labels, table = volumes()
-    page = render_report(SUMMARY, table, baseline, followup, labels)
+    page = render_report(summary(), table, baseline, followup, labels)
     assert "<b>2</b> new lesions" in page
     assert page.count('class="lesion"') == 2
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -57,7 +83,7 @@ def test_report_is_self_contained_with_three_views_per_lesion() -> None:
 
 def test_a_patient_without_new_lesions_is_told_so_plainly() -> None:
     baseline, followup, labels, _ = volumes()
-    page = render_report({"qc": {}}, [], baseline, followup, labels.with_array(labels.array * 0))
+    page = render_report(summary(0), [], baseline, followup, labels.with_array(labels.array * 0))
     assert "No new lesion was found." in page and "data:image/png" not in page
 
 
@@ -67,7 +93,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         pytest.skip("Chromium is not installed (Debian package chromium)")
     baseline, followup, labels, table = volumes()
     page = tmp_path / "report.html"
-    page.write_text(render_report(SUMMARY, table, baseline, followup, labels), encoding="utf-8")
+    page.write_text(render_report(summary(), table, baseline, followup, labels), encoding="utf-8")
     screenshot = tmp_path / "report.png"
     flags = [
         "--headless",
@@ -89,26 +115,26 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("summary", "expected"),
+    ("slice_matching", "matches", "expected"),
     [
         (
-            {
-                "slice_matching": True,
-                "slice_matches": [
-                    {"axis": 2, "resliced": "followup", "thickness_mm": 4.0},
-                    {"axis": 0, "resliced": "baseline", "thickness_mm": 3.25},
-                ],
-            },
+            True,
+            [
+                {"axis": 2, "resliced": "followup", "thickness_mm": 4.0},
+                {"axis": 0, "resliced": "baseline", "thickness_mm": 3.25},
+            ],
             "follow-up seen through 4 mm slices along z (across axial slices), like the other "
             "scan; baseline seen through 3.25 mm slices along x (left-right), like the other scan",
         ),
-        ({"slice_matching": True, "slice_matches": []}, "not needed"),
-        ({"slice_matching": False, "slice_matches": []}, "off (--no-slice-matching)"),
+        (True, [], "not needed"),
+        (False, [], "off (--no-slice-matching)"),
     ],
 )
-def test_the_report_says_what_slice_matching_did(summary: dict, expected: str) -> None:
+def test_the_report_says_what_slice_matching_did(
+    slice_matching: bool, matches: list, expected: str
+) -> None:
     baseline, followup, labels, table = volumes()
-    page = render_report({**SUMMARY, **summary}, table, baseline, followup, labels)
+    page = render_report(summary(2, slice_matching, matches), table, baseline, followup, labels)
     row = re.search(r"<td>Slice matching before the comparison</td><td>([^<]*)</td>", page)
     assert row is not None
     assert expected in row.group(1)

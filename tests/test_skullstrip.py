@@ -12,7 +12,7 @@ from scipy import ndimage
 from msnewlesions import template
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import Volume, read_volume
-from msnewlesions.preprocessing import pipeline, registration
+from msnewlesions.preprocessing import registration, skullstrip
 from msnewlesions.preprocessing.pipeline import preprocess_pair
 from msnewlesions.preprocessing.skullstrip import (
     fraction_inside_template_brain,
@@ -65,8 +65,8 @@ def test_the_example_brain_is_its_own_mask_without_hd_bet(
     files = write_example_pair(tmp_path, seed=4)
     baseline = read_volume(files["baseline"])
     pair = preprocess_once(baseline, read_volume(files["followup"]))
-    assert pair.qc["brain_mask_source"] == "scans (skull-stripped)"
-    assert min(pair.qc["nonzero_inside_template_brain"].values()) >= 0.95
+    assert pair.qc.brain_mask_source == "scans (skull-stripped)"
+    assert min(pair.qc.nonzero_inside_template_brain.values()) >= 0.95
     # The mask holds the baseline's own brain, carried into MNI space.
     own = (
         registration.resample(
@@ -88,7 +88,7 @@ def test_skull_stripped_no_asks_hd_bet(
         calls.append(head)
         return template.mni_brain_mask()
 
-    monkeypatch.setattr(pipeline, "hdbet_brain_mask", fake_hdbet)
+    monkeypatch.setattr(skullstrip, "hdbet_brain_mask", fake_hdbet)
     files = write_example_pair(tmp_path / "example", seed=0)
     out = tmp_path / "out"
     argv = ["preprocess", "--baseline", files["baseline"], "--followup", files["followup"]]
@@ -113,7 +113,7 @@ def test_a_real_brain_extracted_flair_keeps_its_whole_brain(open_ms_data: Path) 
         pytest.skip(f"{flair} is absent")
     scan = read_volume(flair)
     pair = preprocess_pair(scan, scan)
-    assert pair.qc["brain_mask_source"] == "scans (skull-stripped)"
+    assert pair.qc.brain_mask_source == "scans (skull-stripped)"
     own = nonzero_brain_mask(scan).array > 0
     mask_native = (
         registration.resample(
@@ -122,4 +122,4 @@ def test_a_real_brain_extracted_flair_keeps_its_whole_brain(open_ms_data: Path) 
         > 0
     )
     assert (own & mask_native).sum() / own.sum() >= 0.99
-    assert pair.qc["brain_mask_template_dice"] >= 0.7  # 0.61 with HD-BET's mask
+    assert pair.qc.brain_mask_template_dice >= 0.7  # 0.61 with HD-BET's mask

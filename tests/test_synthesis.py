@@ -13,10 +13,13 @@ from scipy import ndimage
 from msnewlesions import template
 from msnewlesions.example import flair_like, write_example_bids
 from msnewlesions.io import read_volume
+from msnewlesions.lesions import SIX_CONNECTED
 from msnewlesions.model import synthesis
 from msnewlesions.model.synthesis import LesionShape, SynthesisSettings
+from msnewlesions.model.synthesis.anatomy import finish_anatomy
+from msnewlesions.preprocessing.intensity import brain_bounding_box
+from msnewlesions.preprocessing.resolution import reslice
 
-SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
 #: A second acquisition identical to the first: no reslicing, blur, bias, gamma, noise or motion.
 SAME_ACQUISITION = SynthesisSettings(
     reslice_probability=0.0,
@@ -49,7 +52,7 @@ def anatomy() -> synthesis.Anatomy:
         box = tuple(slice(p - 3, p + 4) for p in point)
         old[box] |= ball(3)
     image = np.where(old, 1.6 * 600, image)
-    return synthesis._finish_anatomy("example", image, brain, old)
+    return finish_anatomy("example", image, brain, old)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def test_new_lesions_land_in_brain_white_matter_with_the_shapes_volumes(anatomy,
     assert volumes == sorted(lesion["voxels"] for lesion in placed)
     assert set(volumes) <= {7, 33, 123, 257}
     assert (pair.brain_mask.array[label] > 0).all()
-    box = synthesis.brain_bounding_box(anatomy.brain_mask, 5.0)
+    box = brain_bounding_box(anatomy.brain_mask, 5.0)
     assert template.mni_white_matter().array[box][label].mean() > 0.35
     # Hyperintense at the follow-up only, and unchanged elsewhere (same acquisition, no motion).
     difference = pair.followup.array - pair.baseline.array
@@ -135,10 +138,10 @@ def test_the_second_acquisition_differs_within_the_asked_limits(anatomy, library
 def test_reslicing_spreads_a_thin_slab_over_the_slice_thickness() -> None:
     image = np.zeros((8, 8, 60), dtype=np.float32)
     image[:, :, 30] = 1.0
-    profile = synthesis.reslice(image, axis=2, thickness_mm=4.0)[4, 4]
+    profile = reslice(image, axis=2, thickness_mm=4.0)[4, 4]
     assert profile.sum() == pytest.approx(1.0, abs=0.15)
     assert (profile > profile.max() / 2).sum() >= 3
-    flat = synthesis.reslice(np.ones((8, 8, 60), dtype=np.float32), axis=2, thickness_mm=4.0)
+    flat = reslice(np.ones((8, 8, 60), dtype=np.float32), axis=2, thickness_mm=4.0)
     np.testing.assert_allclose(flat[:, :, 8:-8], 1.0, atol=1e-3)
 
 
@@ -162,12 +165,14 @@ def test_the_dataset_is_written_resumably_with_a_hold_out_split(
 
 
 def test_real_pairs_join_the_training_side_with_their_gaining_lesions(
-    anatomy, library, tmp_path: Path
+    anatomy, library, tmp_path: Path, preprocess_once, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from msnewlesions.model import nnunet
+    from msnewlesions.model import datasets, nnunet
     from msnewlesions.model.datasets import read_cases
 
-    real = read_cases("bids", write_example_bids(tmp_path / "bids", subjects=1))
+    # The example pair test_segment.py preprocesses too: once per session (PreprocessOnce).
+    monkeypatch.setattr(datasets, "preprocess_pair", preprocess_once)
+    real = read_cases("bids", write_example_bids(tmp_path / "bids", seeds=[4]))
     folder = tmp_path / "raw" / "Dataset598_MSNewLesions"
     arguments = ([(0, anatomy)], [(1, replace(anatomy, name="other"))], library, 1, 1, 5)
     synthesis.write_synthetic_dataset(folder, *arguments, real_pairs=real)
@@ -253,7 +258,7 @@ def test_a_pair_that_preprocessing_refuses_is_skipped_and_stays_skipped(
     def refuse(pair, options=None, match_slices=True):
         raise MSNewLesionsError("the baseline could not be aligned to the MNI template.")
 
-    monkeypatch.setattr(synthesis, "as_segment_sees_it", refuse)
+    monkeypatch.setattr(synthesis.dataset, "as_segment_sees_it", refuse)
     folder = tmp_path / "Dataset596_MSNewLesions"
     arguments = ([(0, anatomy)], [], library, 1, 0, 5)
     synthesis.write_synthetic_dataset(folder, *arguments, preprocessed_pairs_per_anatomy=1)
@@ -267,6 +272,6 @@ def test_a_pair_that_preprocessing_refuses_is_skipped_and_stays_skipped(
     def must_not_run(pair, options=None, match_slices=True):
         raise AssertionError("a skipped pair is not tried again")
 
-    monkeypatch.setattr(synthesis, "as_segment_sees_it", must_not_run)
+    monkeypatch.setattr(synthesis.dataset, "as_segment_sees_it", must_not_run)
     synthesis.write_synthetic_dataset(folder, *arguments, preprocessed_pairs_per_anatomy=1)
     assert json.loads((folder / "splits_final.json").read_text())[0] == split
