@@ -15,9 +15,13 @@ import torch
 
 from msnewlesions.commands.predict import predict_files
 from msnewlesions.example import write_example_bids
-from msnewlesions.io import Volume
+from msnewlesions.io import Volume, read_volume, write_volume
 from msnewlesions.model import nnunet
 from msnewlesions.model.schedule import TrainingSchedule
+
+# Bound here, once: tests patch the name in the modules that call it (the pipeline's included).
+from msnewlesions.preprocessing.intensity import crop
+from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_pair
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 OPEN_MS_DATA = Path(
@@ -55,8 +59,6 @@ class PreprocessOnce:
         return digest.hexdigest()
 
     def __call__(self, baseline: Volume, followup: Volume, options: Any = None) -> Any:
-        from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_pair
-
         options = options or PreprocessOptions()
         key = self.key(baseline, followup, options)
         if key not in self.results:
@@ -179,11 +181,14 @@ def chain(
     fourth = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
 
     case = json.loads((dataset / "splits_final.json").read_text())[0]["val"][0]
+    # One 64^3 tile of the case (its affine moved with it): one network pass per prediction.
     inputs = root / "inputs"
     inputs.mkdir()
     for channel in ("0000", "0001"):
-        source = dataset / "imagesTr" / f"{case}_{channel}.nii.gz"
-        (inputs / source.name).symlink_to(source)
+        source = read_volume(dataset / "imagesTr" / f"{case}_{channel}.nii.gz")
+        centre = np.array(source.shape) // 2
+        box = tuple(slice(int(c) - 32, int(c) + 32) for c in centre)
+        write_volume(crop(source, box), inputs / f"{case}_{channel}.nii.gz", np.float32)
     predict_files(nnunet.model_folder(results, 502, "cpu"), inputs, root / "predictions")
     return {
         "dataset": dataset,

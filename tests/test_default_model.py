@@ -36,11 +36,16 @@ def test_the_shipped_model_is_a_small_two_channel_cpu_model_without_optimizer_st
     assert (DEFAULT_MODEL / "TRAINING_LOG.md").exists()
 
 
-def test_segment_with_the_shipped_model_finds_the_example_lesions(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_segment_with_the_shipped_model_finds_the_example_lesions_and_predict_agrees(
+    tmp_path: Path, preprocess_once: PreprocessOnce, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The shipped network end to end through the command line; then ``predict`` on the inputs
+    segment gave the network: the same lesions, voxel for voxel."""
     from msnewlesions.cli import main
+    from msnewlesions.preprocessing import model_inputs
 
+    # The real pipeline, once per session for this pair (test_preprocess_cli.py's too).
+    monkeypatch.setattr(model_inputs, "preprocess_pair", preprocess_once)
     example = write_example_pair(tmp_path / "example")
     out = tmp_path / "segment"
     argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
@@ -64,29 +69,16 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions(
     )
     assert 0.0 < applied.threshold < 1.0 and applied.min_lesion_mm3 >= 3.0  # MSSEG-2's floor
 
-
-def test_predict_gives_the_mask_segment_gives(
-    tmp_path: Path, preprocess_once: PreprocessOnce, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same (shipped) network through ``segment`` and through ``predict`` on the inputs
-    segment gave it: the same lesions, voxel for voxel."""
-    from msnewlesions.cli import main
-    from msnewlesions.model.nnunet import NewLesionPredictor
-    from msnewlesions.preprocessing import model_inputs
-    from msnewlesions.segment import segment_pair
-
-    # test_segment.py's example pair, preprocessed once per session (PreprocessOnce).
-    monkeypatch.setattr(model_inputs, "preprocess_pair", preprocess_once)
-    example = write_example_pair(tmp_path / "example", seed=4)
     baseline, followup = read_volume(example["baseline"]), read_volume(example["followup"])
-    result = segment_pair(baseline, followup, NewLesionPredictor(DEFAULT_MODEL))
-    assert result.lesions, "the shipped model finds the example's lesions"
+    given = model_inputs.model_inputs(baseline, followup)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    write_volume(result.inputs.baseline, inputs / "example_0000.nii.gz", np.float32)
-    write_volume(result.inputs.followup, inputs / "example_0001.nii.gz", np.float32)
+    write_volume(given.baseline, inputs / "example_0000.nii.gz", np.float32)
+    write_volume(given.followup, inputs / "example_0001.nii.gz", np.float32)
     argv = ["predict", "--model", str(DEFAULT_MODEL), "--input", str(inputs)]
     assert main([*argv, "--out", str(tmp_path / "predicted"), "-q"]) == 0
     predicted = read_volume(tmp_path / "predicted" / "example.nii.gz")
-    assert predicted.same_grid(result.labels_mni)
-    np.testing.assert_array_equal(predicted.array > 0, result.labels_mni.array > 0)
+    segmented = read_volume(out / "new_lesions_mni.nii.gz")
+    assert predicted.same_grid(segmented)
+    assert segmented.array.any()
+    np.testing.assert_array_equal(predicted.array, segmented.array)

@@ -12,9 +12,9 @@ import pytest
 from msnewlesions import template
 from msnewlesions.example import make_example_pair, write_example_pair
 from msnewlesions.io import Volume, read_volume, write_volume
-from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing import pipeline, registration
 from msnewlesions.preprocessing.pipeline import OUTPUT_FILES
-from tests.conftest import run_cli
+from tests.conftest import PreprocessOnce, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,21 @@ def example_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def preprocessed(example_files: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def preprocessed(
+    example_files: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    preprocess_once: PreprocessOnce,
+) -> Path:
+    """The command on the example pair. The pipeline runs for real, once per session for this
+    pair (PreprocessOnce: test_default_model.py segments the same pair)."""
     from msnewlesions.cli import main
 
     out = tmp_path_factory.mktemp("run") / "preprocessed"
     argv = ["preprocess", "--baseline", example_files["baseline"]]
     argv += ["--followup", example_files["followup"], "--out", str(out), "--quiet"]
-    assert main(argv) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "preprocess_pair", preprocess_once)
+        assert main(argv) == 0
     return out
 
 

@@ -25,10 +25,13 @@ from scipy import ndimage
 
 from msnewlesions.commands import segment as segment_command
 from msnewlesions.example import EXAMPLE_ROTATION_RAD, EXAMPLE_TRANSLATION_MM, write_example_pair
-from msnewlesions.io import read_volume, write_volume
+from msnewlesions.io import Volume, read_volume, write_volume
 from msnewlesions.lesions import PostprocessingSettings
 from msnewlesions.model.default import DEFAULT_MODEL
 from msnewlesions.preprocessing import model_inputs, registration
+from msnewlesions.preprocessing.intensity import zscore
+from msnewlesions.preprocessing.pipeline import PreprocessedPair
+from msnewlesions.preprocessing.quality import QualityReport
 from msnewlesions.preprocessing.registration import read_transform
 from msnewlesions.preprocessing.resolution import reslice
 from msnewlesions.segment import SegmentOptions
@@ -180,7 +183,8 @@ def test_segment_applies_the_models_own_postprocessing(example: dict, tmp_path: 
 @pytest.fixture(scope="module")
 def thick_slice_followup(example: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The example baseline with fine texture (1 mm detail), and the same brain seen through
-    4 mm axial slices as the follow-up: a 3D baseline against a 2D follow-up."""
+    4 mm axial slices as the follow-up: a 3D baseline against a 2D follow-up, both already on
+    the MNI grid."""
     folder = tmp_path_factory.mktemp("thick_slice_followup")
     baseline = read_volume(example["baseline"])
     rng = np.random.default_rng(0)
@@ -194,10 +198,23 @@ def thick_slice_followup(example: dict[str, str], tmp_path_factory: pytest.TempP
     return {role: str(path) for role, path in paths.items()}
 
 
+def already_registered(baseline: Volume, followup: Volume, options: object = None) -> object:
+    """Preprocessing of two scans already on the MNI grid, without registration (the subject
+    here is slice matching; registration of thick-slice scans: test_registration.py): the brain
+    is where both are non-zero, both z-scored there, every transform the identity."""
+    brain = baseline.with_array(((baseline.array > 0) & (followup.array > 0)).astype(np.uint8))
+    identity = registration.transform_from_matrix(np.eye(4))
+    qc = QualityReport(0.9, 0.9, 1500.0, 0.0, {}, {}, [])
+    return PreprocessedPair(
+        zscore(baseline, brain), zscore(followup, brain), brain, identity, identity, identity, qc
+    )
+
+
 @pytest.mark.parametrize("match_slices", [True, False])
 def test_a_thick_slice_followup_is_compared_with_the_baseline_seen_through_its_slices(
-    thick_slice_followup: dict, tmp_path: Path, match_slices: bool
+    thick_slice_followup: dict, tmp_path: Path, match_slices: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(model_inputs, "preprocess_pair", already_registered)
     predictor = CubesPredictor(CUBES)
     options = SegmentOptions(match_slices=match_slices)
     segment_command.segment_files(

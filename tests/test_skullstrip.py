@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from scipy import ndimage
 from msnewlesions import template
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import Volume, read_volume
-from msnewlesions.preprocessing import registration, skullstrip
+from msnewlesions.preprocessing import pipeline, registration, skullstrip
 from msnewlesions.preprocessing.pipeline import preprocess_pair
 from msnewlesions.preprocessing.skullstrip import (
     fraction_inside_template_brain,
@@ -78,26 +77,46 @@ def test_the_example_brain_is_its_own_mask_without_hd_bet(
     assert (own & mask).sum() / own.sum() >= 0.99
 
 
-def test_skull_stripped_no_asks_hd_bet(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_skull_stripped_no_asks_hd_bet_even_for_brain_extracted_scans(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``preprocess --skull-stripped no`` overrides the detection: HD-BET makes the mask."""
+    """``skull_stripped=False`` overrides the detection: HD-BET makes the mask, once, on the
+    average of the two scans; None detects the brain-extracted template and does not run it."""
     calls: list[Volume] = []
 
-    def fake_hdbet(head: Volume, *args, **kwargs) -> Volume:
+    def fake_hdbet(head: Volume, *args: object, **kwargs: object) -> Volume:
         calls.append(head)
         return template.mni_brain_mask()
 
     monkeypatch.setattr(skullstrip, "hdbet_brain_mask", fake_hdbet)
+    brain = template.mni_brain_mask()
+    scan = brain.with_array(np.where(brain.array > 0, 100.0, 0.0).astype(np.float32))
+    forced = skullstrip.pair_brain_mask(scan, scan, skull_stripped=False)
+    assert (forced.source, len(calls)) == ("HD-BET", 1)
+    np.testing.assert_allclose(calls[0].array, 2.0 * (brain.array > 0))  # each scaled to 1
+    detected = skullstrip.pair_brain_mask(scan, scan)
+    assert (detected.source, len(calls)) == ("scans (skull-stripped)", 1)
+
+
+def test_the_skull_stripped_option_reaches_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``preprocess --skull-stripped no|yes|auto`` is the pipeline's False / True / None."""
+    seen: list[object] = []
+
+    def record(baseline: Volume, followup: Volume, options: object = None) -> None:
+        seen.append(options.skull_stripped)  # type: ignore[attr-defined]
+        raise KeyboardInterrupt  # stop there: nothing else is under test
+
+    monkeypatch.setattr(pipeline, "preprocess_pair", record)
     files = write_example_pair(tmp_path / "example", seed=0)
-    out = tmp_path / "out"
     argv = ["preprocess", "--baseline", files["baseline"], "--followup", files["followup"]]
-    code, _, err = run_cli([*argv, "--out", str(out), "--skull-stripped", "no", "-q"], capsys)
-    assert code == 0, err
-    assert len(calls) == 1
-    qc = json.loads((out / "qc.json").read_text())
-    assert qc["brain_mask_source"] == "HD-BET"
-    assert qc["options"]["skull_stripped"] is False
+    for choice in ("no", "yes", "auto"):
+        code, _, _ = run_cli(
+            [*argv, "--out", str(tmp_path / choice), "--skull-stripped", choice], capsys
+        )
+        assert code == 130 and not (tmp_path / choice).exists()
+    assert seen == [False, True, None]
 
 
 @pytest.mark.real_data
