@@ -144,3 +144,23 @@ def test_registration_is_repeatable_run_to_run() -> None:
     parameters = [run.GetParameters() + run.GetFixedParameters() for run in runs]
     assert parameters[0] == parameters[1]
     assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads
+
+
+def test_the_rigid_floor_is_zero_for_a_rigid_mapping_and_the_scaling_left_for_a_scaled_one() -> (
+    None
+):
+    from msnewlesions.validation import rigid_fit_residuals_mm
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform(-60, 60, (500, 3))
+    euler = registration.transform_from_matrix(np.eye(4))
+    euler.SetRotation(0.1, -0.05, 0.2)
+    rotation = np.array(euler.GetMatrix()).reshape(3, 3)
+    moved = points @ rotation.T + np.array([4.0, -2.0, 7.5])
+    np.testing.assert_allclose(rigid_fit_residuals_mm(points, moved), 0.0, atol=1e-9)
+    # Scaled by 1.01 about the centroid, then moved: no rotation undoes the scaling; what is left
+    # at each point is 1 % of its distance from the centroid.
+    centre = points.mean(axis=0)
+    scaled = (centre + 1.01 * (points - centre)) @ rotation.T + np.array([4.0, -2.0, 7.5])
+    expected = 0.01 * np.linalg.norm(points - centre, axis=1)
+    np.testing.assert_allclose(rigid_fit_residuals_mm(points, scaled), expected, atol=1e-9)

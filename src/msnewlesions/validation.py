@@ -66,6 +66,22 @@ def _apply_ras(transform: sitk.Transform, points_ras: np.ndarray) -> np.ndarray:
     return mapped @ RAS_TO_LPS.T
 
 
+def reference_correspondences(
+    baseline_to_common: sitk.Transform,
+    followup_to_common: sitk.Transform,
+    brain_mask_common: Volume,
+    step: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the baseline and, by the reference, the follow-up see each expert-brain voxel.
+
+    For a voxel centre ``p`` of the common grid inside the brain (every ``step``-th), the
+    baseline point ``baseline_to_common(p)`` and the follow-up point ``followup_to_common(p)``
+    (RAS mm, N x 3 each).
+    """
+    points = brain_mask_common.index_to_world(np.argwhere(brain_mask_common.array > 0)[::step])
+    return _apply_ras(baseline_to_common, points), _apply_ras(followup_to_common, points)
+
+
 def mapping_error_mm(
     followup_to_baseline: sitk.Transform,
     baseline_to_common: sitk.Transform,
@@ -73,18 +89,29 @@ def mapping_error_mm(
     brain_mask_common: Volume,
     step: int = 5,
 ) -> np.ndarray:
-    """Distances (mm) between our and the reference follow-up point of each expert-brain voxel.
+    """Distances (mm) between our and the reference follow-up point of each expert-brain voxel:
+    ours is ``followup_to_baseline`` of the baseline point (:func:`reference_correspondences`)."""
+    on_baseline, reference = reference_correspondences(
+        baseline_to_common, followup_to_common, brain_mask_common, step
+    )
+    return np.linalg.norm(_apply_ras(followup_to_baseline, on_baseline) - reference, axis=1)
 
-    For a voxel centre ``p`` of the common grid inside the brain, the baseline sees it at
-    ``q = baseline_to_common(p)`` and the follow-up, by the reference, at
-    ``followup_to_common(p)``; ours puts it at ``followup_to_baseline(q)``. Every ``step``-th
-    brain voxel is used.
+
+def rigid_fit_residuals_mm(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Distances left by the best rigid map of ``source`` points onto ``target`` points
+    (least squares: Kabsch / Umeyama without scaling), point by point.
+
+    Applied to :func:`reference_correspondences`, it is the floor of any rigid registration: the
+    reference mapping may be affine (scaling, shear: scanner calibration, gradient drift), and
+    no rigid transform follows it closer than this.
     """
-    points = brain_mask_common.index_to_world(np.argwhere(brain_mask_common.array > 0)[::step])
-    on_baseline = _apply_ras(baseline_to_common, points)
-    reference = _apply_ras(followup_to_common, points)
-    ours = _apply_ras(followup_to_baseline, on_baseline)
-    return np.linalg.norm(ours - reference, axis=1)
+    source_centre, target_centre = source.mean(axis=0), target.mean(axis=0)
+    covariance = (source - source_centre).T @ (target - target_centre)
+    u, _, vt = np.linalg.svd(covariance)
+    reflection = np.sign(np.linalg.det(vt.T @ u.T))
+    rotation = vt.T @ np.diag([1.0, 1.0, reflection]) @ u.T
+    fitted = (source - source_centre) @ rotation.T + target_centre
+    return np.asarray(np.linalg.norm(fitted - target, axis=1))
 
 
 def common_to_mni(
@@ -110,6 +137,9 @@ class PairCheck:
     error_p95_mm: float
     brain_mask_dice: float
     change_voxels_in_mask: float
+    #: The best any rigid registration can do here (:func:`rigid_fit_residuals_mm`).
+    floor_mean_mm: float
+    floor_p95_mm: float
 
 
 def check_against_reference(pair: OpenMSPair, preprocessed: PreprocessedPair) -> PairCheck:
@@ -119,6 +149,9 @@ def check_against_reference(pair: OpenMSPair, preprocessed: PreprocessedPair) ->
     brain_common = read_volume(pair.brain_mask)
     errors = mapping_error_mm(
         preprocessed.followup_to_baseline, baseline_to_common, followup_to_common, brain_common
+    )
+    floor = rigid_fit_residuals_mm(
+        *reference_correspondences(baseline_to_common, followup_to_common, brain_common)
     )
     grid = preprocessed.brain_mask
     expert_brain = common_to_mni(
@@ -136,6 +169,8 @@ def check_against_reference(pair: OpenMSPair, preprocessed: PreprocessedPair) ->
         error_p95_mm=float(np.percentile(errors, 95)),
         brain_mask_dice=dice(ours, expert_brain.array),
         change_voxels_in_mask=coverage,
+        floor_mean_mm=float(floor.mean()),
+        floor_p95_mm=float(np.percentile(floor, 95)),
     )
 
 
