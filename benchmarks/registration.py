@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from msnewlesions import template
 from msnewlesions.example import _moved_affine
 from msnewlesions.io import Volume, read_volume
 from msnewlesions.preprocessing import registration
-from msnewlesions.preprocessing.bias import n4_bias_correction
+from msnewlesions.preprocessing.pipeline import bias_corrected_for_registration
 from msnewlesions.preprocessing.skullstrip import pair_brain_mask
 from msnewlesions.validation import (
     mapping_error_mm,
@@ -64,13 +65,27 @@ def refine(
     ).transform
 
 
+RAW_SETTINGS = replace(registration.BRAIN_SETTINGS, min_step=1e-5)
 FULL_SAMPLING = registration.RigidSettings(
     shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0, 0.0), sampling_fraction=1.0, min_step=1e-5
 )
 
 
+def raw_scans(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
+    """The refinement on the scans as they are (the pipeline until 2026-12-01)."""
+    return refine(b, f, mb, head, RAW_SETTINGS)
+
+
 def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
-    return refine(b, f, mb, head)
+    """The pipeline's refinement: each scan bias-corrected inside its brain, for registration."""
+    fixed_mask = registration.erode_mm(mb.to_sitk(), registration.BRAIN_EROSION_MM)
+    return registration.register_rigid(
+        bias_corrected_for_registration(b, mb),
+        bias_corrected_for_registration(f, mf),
+        registration.BRAIN_SETTINGS,
+        head,
+        fixed_mask,
+    ).transform
 
 
 def full_sampling(
@@ -79,18 +94,10 @@ def full_sampling(
     return refine(b, f, mb, head, FULL_SAMPLING)
 
 
-def n4_first(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
-    """Each native scan bias-corrected inside its own brain mask before the refinement."""
-    positive = [v.with_array(np.maximum(v.array, 0)) for v in (b, f)]
-    corrected_b = n4_bias_correction(positive[0], mb)
-    corrected_f = n4_bias_correction(positive[1], mf)
-    return refine(corrected_b, corrected_f, mb, head)
-
-
 CANDIDATES: dict[str, Refinement] = {
-    "pipeline (MI, 25 % samples)": pipeline,
-    "MI, every voxel": full_sampling,
-    "N4 each scan, then pipeline": n4_first,
+    "scans as they are (MI, 25 %)": raw_scans,
+    "as they are, MI on every voxel": full_sampling,
+    "pipeline (bias-corrected copies)": pipeline,
 }
 
 
