@@ -6,7 +6,6 @@ from pathlib import Path
 
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.model import nnunet
-from msnewlesions.model.schedule import TrainingSchedule
 
 
 def train_dataset(
@@ -35,9 +34,8 @@ def train_dataset(
     work = Path(work) if work is not None else dataset.parent.parent / "nnunet"
     preprocessed, results = work / "preprocessed", work / "results"
     fold_folder = nnunet.model_folder(results, dataset_id, config) / f"fold_{fold}"
-    base = (nnunet.saved_schedule(fold_folder) if resume else None) or TrainingSchedule()
     try:
-        schedule = base.updated(**(schedule_changes or {}))
+        schedule = nnunet.schedule_for(fold_folder, resume, schedule_changes)
     except ValueError as error:
         raise MSNewLesionsError(f"{error}.") from None
     nnunet.prepare_for_training(dataset, preprocessed)

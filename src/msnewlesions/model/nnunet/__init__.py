@@ -47,6 +47,7 @@ from msnewlesions.model.nnunet.training import (
     model_folder,
     resume_checkpoint,
     saved_schedule,
+    schedule_for,
     train,
 )
 from msnewlesions.model.schedule import TrainingSchedule
@@ -80,6 +81,7 @@ __all__ = [
     "preprocess_new_cases",
     "resume_checkpoint",
     "saved_schedule",
+    "schedule_for",
     "strip_checkpoint",
     "train",
     "verify_dataset",

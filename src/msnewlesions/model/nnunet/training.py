@@ -58,9 +58,12 @@ def resume_checkpoint(fold_folder: str | Path) -> Path | None:
     return best if best.exists() else None
 
 
-def saved_schedule(fold_folder: str | Path) -> TrainingSchedule | None:
-    """The schedule of the checkpoint a resume would continue from (None: no checkpoint)."""
-    checkpoint = resume_checkpoint(fold_folder)
+def saved_schedule(
+    fold_folder: str | Path, checkpoint: Path | None = None
+) -> TrainingSchedule | None:
+    """The schedule saved with ``checkpoint`` (default: the one a resume would continue from,
+    :func:`resume_checkpoint`); None when there is no checkpoint."""
+    checkpoint = checkpoint or resume_checkpoint(fold_folder)
     if checkpoint is None:
         return None
     saved = load_checkpoint(checkpoint).get("msnewlesions_schedule")
@@ -70,6 +73,18 @@ def saved_schedule(fold_folder: str | Path) -> TrainingSchedule | None:
     if legacy.exists():
         return TrainingSchedule.from_legacy(json.loads(legacy.read_text()))
     return TrainingSchedule()
+
+
+def schedule_for(
+    fold_folder: str | Path,
+    resume: bool,
+    changes: dict[str, int | None] | None = None,
+    checkpoint: Path | None = None,
+) -> TrainingSchedule:
+    """A run's schedule: the paper's for a new run, the checkpoint's on ``resume``; ``changes``
+    (field names, None values ignored) on top."""
+    base = (saved_schedule(fold_folder, checkpoint) if resume else None) or TrainingSchedule()
+    return base.updated(**(changes or {}))
 
 
 def check_initial_weights(initial_weights: str | Path | None, resume: bool) -> None:
@@ -147,7 +162,7 @@ def train(
     folder = model_folder(results_root, dataset_id, config) / f"fold_{fold}"
     checkpoint = resume_checkpoint(folder) if resume else None
     if schedule is None:
-        schedule = (saved_schedule(folder) if checkpoint else None) or TrainingSchedule()
+        schedule = schedule_for(folder, checkpoint is not None, checkpoint=checkpoint)
     environment = nnunet_environment(
         preprocessed=preprocessed_root, results=results_root, data_workers=data_workers
     )
