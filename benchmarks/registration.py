@@ -76,8 +76,10 @@ def raw_scans(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform
     return refine(b, f, mb, head, RAW_SETTINGS)
 
 
-def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
-    """The pipeline's refinement: each scan bias-corrected inside its brain, for registration."""
+def followup_onto_baseline(
+    b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform
+) -> sitk.Transform:
+    """Bias-corrected copies, the follow-up always the moving image (the pipeline of 156c627)."""
     fixed_mask = registration.erode_mm(mb.to_sitk(), registration.BRAIN_EROSION_MM)
     return registration.register_rigid(
         bias_corrected_for_registration(b, mb),
@@ -86,6 +88,17 @@ def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform)
         head,
         fixed_mask,
     ).transform
+
+
+def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
+    """The pipeline's refinement: the thicker-sliced scan fixed, both brain masks."""
+    return registration.refine_in_brain(
+        bias_corrected_for_registration(b, mb),
+        bias_corrected_for_registration(f, mf),
+        mb.to_sitk(),
+        mf.to_sitk(),
+        head,
+    )
 
 
 def full_sampling(
@@ -97,7 +110,8 @@ def full_sampling(
 CANDIDATES: dict[str, Refinement] = {
     "scans as they are (MI, 25 %)": raw_scans,
     "as they are, MI on every voxel": full_sampling,
-    "pipeline (bias-corrected copies)": pipeline,
+    "bias-corrected, follow-up moving": followup_onto_baseline,
+    "pipeline (thicker slices fixed)": pipeline,
 }
 
 

@@ -114,7 +114,7 @@ def test_a_label_on_a_third_grid_follows_the_reference_transform(tmp_path: Path)
     baseline_to_label = sitk.TranslationTransform(3, (-4.0, 0.0, 0.0))  # LPS: RAS x + 4 mm
     sitk.WriteTransform(baseline_to_label, str(tmp_path / "t.txt"))
     identity = transform_from_matrix(np.eye(4))
-    qc = QualityReport(0.9, 0.9, 1000.0, 0.0, {}, {}, [])
+    qc = QualityReport(0.9, 0.9, 1000.0, 0.0, 0.95, [0.1, 0.0, 0.0], {}, {}, [])
     pair = PreprocessedPair(grid, grid, grid, identity, identity, identity, qc)
     label = np.zeros((30, 30, 30), np.uint8)
     label[10, 10, 10] = 1

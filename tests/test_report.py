@@ -48,6 +48,8 @@ def summary(
         brain_mask_template_dice=0.85,
         brain_volume_ml=1300.0,
         registration_refinement_shift_mm=0.3,
+        edge_alignment=0.91,
+        edge_residual_shift_mm=[0.1, -0.2, 0.05],
         voxel_size_mm={"baseline_in": [1.0, 1.0, 3.0], "followup_in": [1.0, 1.0, 1.0]},
         shape={},
         warnings=[WARNING],
@@ -68,13 +70,20 @@ def summary(
     )
 
 
-def test_report_is_self_contained_with_three_views_per_lesion() -> None:
+def test_report_is_self_contained_with_four_views_per_lesion_and_a_registration_check() -> None:
     baseline, followup, labels, table = volumes()
     page = render_report(summary(), table, baseline, followup, labels)
     assert "<b>2</b> new lesions" in page
     assert page.count('class="lesion"') == 2
+    assert page.count('alt="registration check: baseline edges on the follow-up"') == 2
+    # The pair's check runs through the lesions' own axial slices.
+    lesion_slices = {
+        round(float(baseline.world_to_index(np.array([x.centroid_mni_mm]))[0][2])) for x in table
+    }
+    checks = re.findall(r'alt="registration check, axial slice (\d+)"', page)
+    assert sorted(int(k) for k in checks) == sorted(lesion_slices)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 6
+    assert len(images) == 8 + len(lesion_slices)
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched: opens offline
     assert 'class="warning"' in page and "correlate weakly" in page
@@ -84,7 +93,9 @@ def test_report_is_self_contained_with_three_views_per_lesion() -> None:
 def test_a_patient_without_new_lesions_is_told_so_plainly() -> None:
     baseline, followup, labels, _ = volumes()
     page = render_report(summary(0), [], baseline, followup, labels.with_array(labels.array * 0))
-    assert "No new lesion was found." in page and "data:image/png" not in page
+    assert "No new lesion was found." in page and 'class="lesion"' not in page
+    # The registration check is still there: three slices through the brain.
+    assert len(re.findall(r'alt="registration check, axial slice \d+"', page)) == 3
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def already_registered(baseline: Volume, followup: Volume, options: object = Non
     is where both are non-zero, both z-scored there, every transform the identity."""
     brain = baseline.with_array(((baseline.array > 0) & (followup.array > 0)).astype(np.uint8))
     identity = registration.transform_from_matrix(np.eye(4))
-    qc = QualityReport(0.9, 0.9, 1500.0, 0.0, {}, {}, [])
+    qc = QualityReport(0.9, 0.9, 1500.0, 0.0, 0.95, [0.1, 0.0, 0.0], {}, {}, [])
     return PreprocessedPair(
         zscore(baseline, brain), zscore(followup, brain), brain, identity, identity, identity, qc
     )

@@ -3,7 +3,9 @@
 The page opens with the verdict (number of new lesions, total volume) and the preprocessing QC
 figures, with a visible warning for any borderline check; then, for each new lesion, a row of
 axial views through its centre on the registered, preprocessed images: baseline, follow-up, and
-follow-up with the lesion outlined, with its volume and position. A patient without new lesions
+follow-up with the lesion outlined, and the registration check there (the baseline's edges on the
+follow-up), with its volume and position. A registration check of the whole pair (the same edge
+overlay through the largest lesions' slices) follows the QC figures. A patient without new lesions
 gets a page that says so plainly. Every finding needs expert review: the page says that too.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import Lesion
+from msnewlesions.preprocessing.quality import QualityReport
 from msnewlesions.segment import SegmentationSummary
 
 #: Half the side of the square shown around each lesion, in mm (the grid is 1 mm).
@@ -35,6 +38,7 @@ table.qc td{padding:.2rem 1rem .2rem 0}
 .lesion{margin:1.2rem 0;padding-top:.6rem;border-top:1px solid #ddd}
 .views{display:flex;gap:.6rem;flex-wrap:wrap} .views figure{margin:0}
 .views img{width:240px;height:240px;image-rendering:pixelated;border-radius:4px}
+.views img.check{width:360px;height:360px}
 figcaption{text-align:center;font-size:.85rem;color:#444}
 """
 
@@ -59,6 +63,50 @@ def _png(slice_array: np.ndarray, outline: np.ndarray | None = None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: The baseline's edges drawn on the follow-up: its gradient magnitude (after a 1-voxel Gaussian)
+#: at this percentile of the slice's brain voxels.
+EDGE_PERCENTILE = 85.0
+
+
+def _edges_png(followup_slice: np.ndarray, baseline_slice: np.ndarray, inches: float = 2.4) -> str:
+    """A base64 PNG of the follow-up with the baseline's edges drawn on it: where the two visits
+    are aligned, the lines run along the follow-up's own edges; a shift shows as a rim."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(baseline_slice.astype(np.float32), 1.0)
+    magnitude = np.hypot(*np.gradient(smooth))
+    inside = baseline_slice != 0
+    figure = Figure(figsize=(inches, inches), dpi=100)
+    FigureCanvasAgg(figure)
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.imshow(np.rot90(followup_slice), cmap="gray", vmin=-2.5, vmax=4.0, interpolation="nearest")
+    if inside.sum() > 10:
+        level = float(np.percentile(magnitude[inside], EDGE_PERCENTILE))
+        if level > 0:
+            axis.contour(np.rot90(magnitude), levels=[level], colors="#00c8ff", linewidths=0.6)
+    axis.set_axis_off()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def registration_check_slices(baseline: Volume, lesions: Sequence[Lesion]) -> list[int]:
+    """Axial slices for the pair's registration check: those of the (up to) three largest
+    lesions, else three through the brain (at 35, 50 and 65 % of its height)."""
+    if lesions:
+        largest = sorted(lesions, key=lambda lesion: -lesion.volume_mm3)[:3]
+        centres = baseline.world_to_index(np.array([x.centroid_mni_mm for x in largest]))
+        picked = sorted({int(np.clip(round(c[2]), 0, baseline.shape[2] - 1)) for c in centres})
+        return picked
+    heights = np.nonzero(baseline.array.any(axis=(0, 1)))[0]
+    if len(heights) == 0:
+        return [baseline.shape[2] // 2]
+    low, high = int(heights.min()), int(heights.max())
+    return sorted({round(low + f * (high - low)) for f in (0.35, 0.5, 0.65)})
+
+
 def _window(volume: Volume, centre_index: np.ndarray) -> tuple[slice, slice, int]:
     half = round(VIEW_HALF_WIDTH_MM / float(volume.spacing[0]))
     i, j, k = (round(float(v)) for v in centre_index)
@@ -72,8 +120,9 @@ def _window(volume: Volume, centre_index: np.ndarray) -> tuple[slice, slice, int
 
 def lesion_views(
     lesion: Lesion, baseline: Volume, followup: Volume, labels: Volume
-) -> tuple[str, str, str]:
-    """Three base64 PNGs through the lesion's centre: baseline, follow-up, follow-up + outline."""
+) -> tuple[str, str, str, str]:
+    """Four base64 PNGs through the lesion's centre: baseline, follow-up, follow-up + outline,
+    and the registration check there (the baseline's edges on the follow-up)."""
     centre = baseline.world_to_index(np.array([lesion.centroid_mni_mm]))[0]
     rows, columns, k = _window(baseline, centre)
     region = (rows, columns, k)
@@ -82,6 +131,7 @@ def lesion_views(
         _png(baseline.array[region]),
         _png(followup.array[region]),
         _png(followup.array[region], outline),
+        _edges_png(followup.array[region], baseline.array[region]),
     )
 
 
@@ -103,6 +153,13 @@ def slice_matching_text(summary: SegmentationSummary) -> str:
     )
 
 
+def _residual_text(qc: QualityReport) -> str:
+    shift = qc.edge_residual_shift_mm
+    if shift is None:
+        return "a voxel or more: check the images below"
+    return f"{np.linalg.norm(shift):.2f} ({', '.join(f'{v:+.2f}' for v in shift)})"
+
+
 def _qc_rows(summary: SegmentationSummary) -> str:
     qc = summary.qc
     items = [
@@ -111,6 +168,8 @@ def _qc_rows(summary: SegmentationSummary) -> str:
         ("Brain volume (ml)", qc.brain_volume_ml),
         ("Brain mask from", qc.brain_mask_source),
         ("Registration refinement (mm)", qc.registration_refinement_shift_mm),
+        ("Edge alignment of the two visits (1 = every edge parallel)", qc.edge_alignment),
+        ("Shift left between the visits' edges (mm, x y z)", _residual_text(qc)),
         ("Voxel size baseline (mm)", qc.voxel_size_mm.get("baseline_in")),
         ("Voxel size follow-up (mm)", qc.voxel_size_mm.get("followup_in")),
         ("Slice matching before the comparison", slice_matching_text(summary)),
@@ -146,7 +205,7 @@ def render_report(
     )
     sections = []
     for lesion in lesions:
-        before, after, outlined = lesion_views(lesion, baseline, followup, labels)
+        before, after, outlined, edges = lesion_views(lesion, baseline, followup, labels)
         x, y, z = lesion.centroid_mni_mm
         nx, ny, nz = lesion.centroid_native_mm
         sections.append(
@@ -161,8 +220,18 @@ def render_report(
             "<figcaption>follow-up</figcaption></figure>"
             f'<figure><img alt="follow-up with the lesion outlined" '
             f'src="data:image/png;base64,{outlined}">'
-            "<figcaption>follow-up, lesion outlined</figcaption></figure></div></section>"
+            "<figcaption>follow-up, lesion outlined</figcaption></figure>"
+            f'<figure><img alt="registration check: baseline edges on the follow-up" '
+            f'src="data:image/png;base64,{edges}">'
+            "<figcaption>baseline edges on follow-up</figcaption></figure></div></section>"
         )
+    checks = "".join(
+        f'<figure><img class="check" alt="registration check, axial slice {k}" '
+        'src="data:image/png;base64,'
+        f'{_edges_png(followup.array[:, :, k], baseline.array[:, :, k], 3.6)}">'
+        f"<figcaption>axial slice {k}</figcaption></figure>"
+        for k in registration_check_slices(baseline, lesions)
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>msnewlesions report</title>"
@@ -175,6 +244,11 @@ def render_report(
         "patient's right on the right); the mask on the follow-up's own grid is "
         "new_lesions.nii.gz.</p>"
         f'<h2>Quality checks</h2><table class="qc">{_qc_rows(summary)}</table>'
+        "<h2>Registration check</h2>"
+        '<p class="muted">The baseline\'s edges (blue lines) drawn on the follow-up: where the '
+        "visits are aligned the lines run along the follow-up's own edges; a shift shows as a "
+        "rim on one side of the ventricles, the cortex or an old lesion, the place where a "
+        f'misregistration can pass for a new lesion.</p><div class="views">{checks}</div>'
         + ("<h2>New lesions</h2>" + "".join(sections) if sections else "")
         + "</body></html>\n"
     )
