@@ -108,6 +108,81 @@ def test_old_lesions_that_shrink_or_fade_lose_signal_and_carry_no_label(anatomy,
     assert np.median(difference[faded]) < -1.0
 
 
+GROWING = replace(
+    SAME_ACQUISITION, enlarging_pair_probability=1.0, enlarging_lesion_probability=1.0
+)
+
+
+def test_enlarging_old_lesions_gain_a_labelled_rim_that_touches_them(anatomy, library) -> None:
+    """Each of the four old balls (radius 3) grows by a 1-4 mm rim or lobe: the grown part is
+    bright at the follow-up, labelled, outside the old lesion and touching it."""
+    pair = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 5), GROWING, 0, misalignment=False
+    )
+    grown = pair.info["enlarging_lesions"]
+    assert len(grown) == 4 and pair.info["new_lesions"] == []
+    label = pair.new_lesions.array > 0
+    box = brain_bounding_box(anatomy.brain_mask, 5.0)
+    old = np.asarray(anatomy.old_lesions.array[box]) > 0
+    assert label.sum() == sum(g["grown_voxels"] for g in grown)
+    assert not (label & old).any()
+    _, count = ndimage.label(label | old, structure=SIX_CONNECTED)
+    assert count == 4  # each grown part joins its old lesion
+    difference = pair.followup.array - pair.baseline.array
+    assert np.median(difference[label]) > 0.5
+    # A rim of r voxels round a ball of radius 3 holds at most (3 + r)^3 / 3^3 - 1 of it.
+    for g in grown:
+        assert 5 <= g["grown_voxels"] <= ball(7).sum() - ball(3).sum()
+
+
+def test_enlarging_lesions_are_drawn_but_not_labelled_under_the_new_only_convention(
+    anatomy, library
+) -> None:
+    settings = replace(GROWING, label_enlarging=False)
+    labelled = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 5), GROWING, 2, misalignment=False
+    )
+    unlabelled = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 5), settings, 2, misalignment=False
+    )
+    np.testing.assert_array_equal(labelled.followup.array, unlabelled.followup.array)
+    new_only = sum(lesion["voxels"] for lesion in unlabelled.info["new_lesions"])
+    assert unlabelled.new_lesions.array.sum() == new_only
+    assert labelled.new_lesions.array.sum() > new_only
+
+
+def test_a_tissue_contrast_change_scales_each_tissue_by_its_own_factor(anatomy, library) -> None:
+    settings = replace(SAME_ACQUISITION, tissue_contrast=0.3)
+    pair = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 6), settings, 0, misalignment=False
+    )
+    factors = [
+        pair.info[a]["tissue_factors"] for a in ("baseline_acquisition", "followup_acquisition")
+    ]
+    assert all(0.7 <= f <= 1.3 for fs in factors for f in fs) and factors[0] != factors[1]
+    box = brain_bounding_box(anatomy.brain_mask, 5.0)
+    white = template.mni_white_matter().array[box] > 0.95
+    grey = template.mni_grey_matter().array[box] > 0.95
+    source = np.asarray(anatomy.image.array[box])
+    scan = np.divide(pair.followup_scan.array, source, out=np.zeros_like(source), where=source > 0)
+    for tissue, factor in ((white, factors[1][0]), (grey, factors[1][1])):
+        inside = tissue & (pair.brain_mask.array > 0) & (np.asarray(anatomy.image.array[box]) > 0.3)
+        assert np.median(scan[inside]) == pytest.approx(factor, abs=0.03)
+
+
+def test_library_sampling_follows_the_librarys_own_sizes(library) -> None:
+    """Ten small shapes for each large one: drawn as found, about 10 in 11 are small;
+    log-uniformly, about half."""
+    from msnewlesions.model.synthesis.new_lesions import _sample_shape
+
+    skewed = [library[0]] * 10 + [library[3]]
+    rng = np.random.default_rng(0)
+    as_found = [_sample_shape(skewed, rng, "library").voxels for _ in range(2000)]
+    log_uniform = [_sample_shape(skewed, rng, "log-uniform").voxels for _ in range(2000)]
+    assert np.mean(np.array(as_found) == 7) == pytest.approx(10 / 11, abs=0.03)
+    assert np.mean(np.array(log_uniform) == 7) == pytest.approx(0.5, abs=0.05)
+
+
 def test_a_pair_depends_only_on_its_seed(anatomy, library) -> None:
     first = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(7, 1, 2))
     again = synthesis.synthesize_pair(anatomy, library, synthesis.pair_rng(7, 1, 2))

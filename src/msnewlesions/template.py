@@ -44,3 +44,11 @@ def mni_white_matter() -> Volume:
 def mni_grey_matter() -> Volume:
     """The template's grey-matter probability map in [0, 1] on the same grid."""
     return _load("load_mni152_gm_template")
+
+
+@functools.lru_cache(maxsize=1)
+def mni_csf() -> Volume:
+    """CSF probability in [0, 1]: what of the brain mask is neither grey nor white matter."""
+    brain = mni_brain_mask().array.astype(np.float32)
+    rest = brain - mni_white_matter().array - mni_grey_matter().array
+    return mni_brain_mask().with_array(np.clip(rest, 0, 1).astype(np.float32))

@@ -12,6 +12,11 @@ import typer
 from msnewlesions.cli.app import ConfigChoice, DeviceChoice, Quiet, Verbose, app, configure_logging
 
 
+class NetworkChoice(str, Enum):
+    concatenation = "concatenation"
+    difference_weighting = "difference-weighting"
+
+
 class LayoutChoice(str, Enum):
     msseg2 = "msseg2"
     open_ms_data = "open_ms_data"
@@ -145,6 +150,14 @@ def train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
+    network: Annotated[
+        NetworkChoice,
+        typer.Option(
+            help="concatenation: both visits as two channels of one U-Net (the paper's); "
+            "difference-weighting: one encoder for each visit, their features merged by their "
+            "difference (Rokuss et al. 2024; --initial-weights may be a concatenation model's)."
+        ),
+    ] = NetworkChoice.concatenation,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -170,6 +183,7 @@ def train(
         learning_rate,
         initial_weights,
         resume,
+        network.value,
     )
     typer.echo(f"trained: {folder}")
 

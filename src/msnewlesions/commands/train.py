@@ -18,13 +18,15 @@ def train_dataset(
     learning_rate: float | None = None,
     initial_weights: str | Path | None = None,
     resume: bool = False,
+    network: nnunet.Network = "concatenation",
 ) -> Path:
     """Train one fold of the raw dataset folder ``dataset``; return the fold's folder.
 
     ``work`` holds nnU-Net's ``preprocessed/`` and ``results/`` (default: ``nnunet/`` beside the
     raw folder). The dataset is planned once; cases added later are preprocessed with the same
     plans. ``schedule_changes`` (``TrainingSchedule`` field names; None values ignored) change the
-    paper's schedule for a new run, or the checkpoint's on ``resume``.
+    paper's schedule for a new run, or the checkpoint's on ``resume``. ``network`` chooses the
+    trainer (:data:`~msnewlesions.model.nnunet.TRAINERS`); each has its own results folder.
     """
     if learning_rate is not None and not learning_rate > 0:
         raise MSNewLesionsError(f"--learning-rate must be above 0 (got {learning_rate}).")
@@ -33,7 +35,7 @@ def train_dataset(
     dataset_id = nnunet.dataset_id_of(dataset)
     work = Path(work) if work is not None else dataset.parent.parent / "nnunet"
     preprocessed, results = work / "preprocessed", work / "results"
-    fold_folder = nnunet.model_folder(results, dataset_id, config) / f"fold_{fold}"
+    fold_folder = nnunet.model_folder(results, dataset_id, config, network) / f"fold_{fold}"
     try:
         schedule = nnunet.schedule_for(fold_folder, resume, schedule_changes)
     except ValueError as error:
@@ -50,4 +52,5 @@ def train_dataset(
         resume=resume,
         learning_rate=learning_rate,
         initial_weights=initial_weights,
+        network=network,
     )

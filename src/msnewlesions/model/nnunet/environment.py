@@ -24,6 +24,13 @@ logger = logging.getLogger(__name__)
 Config = Literal["paper", "cpu"]
 
 TRAINER = "nnUNetTrainerMSNewLesions"
+#: The network of a run, by name: the two visits as two channels of one U-Net (the paper's and
+#: nnU-Net's input), or one encoder per visit merged by difference weighting (Rokuss et al.).
+Network = Literal["concatenation", "difference-weighting"]
+TRAINERS: dict[str, str] = {
+    "concatenation": TRAINER,
+    "difference-weighting": "nnUNetTrainerMSNewLesionsDifferenceWeighting",
+}
 CONFIGURATION = "3d_fullres"
 PLANS: dict[str, str] = {"paper": "nnUNetPlans", "cpu": "nnUNetPlans_cpu"}
 CHANNEL_NAMES = {"0": "baseline", "1": "followup"}

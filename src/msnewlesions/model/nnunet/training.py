@@ -13,8 +13,9 @@ from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.nnunet.environment import (
     CONFIGURATION,
     PLANS,
-    TRAINER,
+    TRAINERS,
     Config,
+    Network,
     check_device,
     dataset_name,
     nnunet_environment,
@@ -28,12 +29,14 @@ logger = logging.getLogger(__name__)
 LEGACY_SCHEDULE_FILE = "msnewlesions_schedule.json"
 
 
-def model_folder(results_root: str | Path, dataset_id: int, config: Config) -> Path:
+def model_folder(
+    results_root: str | Path, dataset_id: int, config: Config, network: Network = "concatenation"
+) -> Path:
     """Where nnU-Net puts (and we look for) a trained model."""
     return (
         Path(results_root)
         / dataset_name(dataset_id)
-        / f"{TRAINER}__{PLANS[config]}__{CONFIGURATION}"
+        / f"{TRAINERS[network]}__{PLANS[config]}__{CONFIGURATION}"
     )
 
 
@@ -101,10 +104,23 @@ def check_initial_weights(initial_weights: str | Path | None, resume: bool) -> N
 
 
 def _load_initial_weights(trainer: Any, checkpoint: Path) -> None:
-    """Every weight of ``checkpoint``'s network into the trainer's (same plans), strictly."""
+    """Every weight of ``checkpoint``'s network into the trainer's (same plans), strictly; a
+    two-channel U-Net's weights into a difference-weighting network as
+    :func:`~msnewlesions.model.networks.difference_weighting.from_two_channel_weights` says."""
+    from msnewlesions.model.networks.difference_weighting import (
+        DifferenceWeightingUNet,
+        from_two_channel_weights,
+    )
+
     trainer.initialize()
     try:
-        trainer.network.load_state_dict(load_checkpoint(checkpoint)["network_weights"])
+        weights = load_checkpoint(checkpoint)["network_weights"]
+        if isinstance(trainer.network, DifferenceWeightingUNet) and not any(
+            name.startswith("weighting.") for name in weights
+        ):
+            weights, fresh = from_two_channel_weights(weights, trainer.network.state_dict())
+            logger.info("two-channel weights adapted; left as initialised: %s", ", ".join(fresh))
+        trainer.network.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, OSError, EOFError, pickle.UnpicklingError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise MSNewLesionsError(
@@ -127,8 +143,12 @@ def train(
     initial_weights: str | Path | None = None,
     data_workers: int | None = None,
     validate: bool = True,
+    network: Network = "concatenation",
 ) -> Path:
     """Train one fold (0-4 or "all") with the paper's trainer; return the fold's folder.
+
+    ``network``: the paper's two-channel U-Net (``"concatenation"``) or the difference-weighting
+    one (:class:`~msnewlesions.model.trainers.nnUNetTrainerMSNewLesionsDifferenceWeighting`).
 
     ``schedule``: the run's :class:`TrainingSchedule`; None takes, on ``resume``, the schedule
     saved in the checkpoint it continues from, else the paper's. ``resume`` continues from the
@@ -159,7 +179,7 @@ def train(
     check_device(device)
     check_initial_weights(initial_weights, resume)
     fold_value: int | str = fold if fold == "all" else int(fold)
-    folder = model_folder(results_root, dataset_id, config) / f"fold_{fold}"
+    folder = model_folder(results_root, dataset_id, config, network) / f"fold_{fold}"
     checkpoint = resume_checkpoint(folder) if resume else None
     if schedule is None:
         schedule = schedule_for(folder, checkpoint is not None, checkpoint=checkpoint)
@@ -171,7 +191,7 @@ def train(
             str(dataset_id),
             CONFIGURATION,
             fold_value,
-            TRAINER,
+            TRAINERS[network],
             PLANS[config],
             continue_training=resume,
             device=torch.device(device),

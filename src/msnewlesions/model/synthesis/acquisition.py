@@ -29,9 +29,18 @@ def acquire(
     rng: np.random.Generator,
     settings: SynthesisSettings,
     info: dict[str, Any],
+    tissues: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The same brain seen by another acquisition: slices, blur, bias, contrast and noise."""
+    """The same brain seen by another acquisition: slices, blur, bias, contrast and noise.
+
+    ``tissues`` (white matter, grey matter, CSF probabilities, stacked on the first axis) turn
+    on ``settings.tissue_contrast``: each tissue's signal scaled by its own factor, as another
+    protocol's inversion and echo times change the contrast between tissues."""
     out = image.astype(np.float32)
+    if tissues is not None and settings.tissue_contrast > 0:
+        factors = rng.uniform(-settings.tissue_contrast, settings.tissue_contrast, len(tissues))
+        out = out * (1.0 + np.tensordot(factors, tissues, axes=1)).astype(np.float32)
+        info["tissue_factors"] = [round(1.0 + float(f), 3) for f in factors]
     if rng.random() < settings.reslice_probability:
         axis = int(rng.choice(3, p=[0.15, 0.15, 0.7]))
         thickness = float(rng.uniform(*settings.slice_thickness_mm))

@@ -28,8 +28,13 @@ class Placement:
         )
 
 
-def _sample_shape(library: Sequence[LesionShape], rng: np.random.Generator) -> LesionShape:
-    """A library lesion, drawn uniformly over log-volume so small and large ones both appear."""
+def _sample_shape(
+    library: Sequence[LesionShape], rng: np.random.Generator, sampling: str = "log-uniform"
+) -> LesionShape:
+    """A library lesion: ``"library"``: any of them alike (sizes as often as the library holds
+    them); ``"log-uniform"``: uniformly over log-volume, so small and large ones both appear."""
+    if sampling == "library":
+        return library[int(rng.integers(len(library)))]
     log_volumes = np.log([shape.voxels for shape in library])
     low, high = log_volumes.min(), log_volumes.max()
     bins = np.minimum(((log_volumes - low) / max(high - low, 1e-9) * 8).astype(int), 7)
@@ -72,7 +77,7 @@ def place_lesions(
     for _ in range(count * 60):
         if len(placements) == count:
             break
-        shape = _sample_shape(library, rng)
+        shape = _sample_shape(library, rng, settings.shape_sampling)
         mask, corner = shape.mask, np.array(shape.corner)
         if rng.random() < settings.mirror_probability:
             mask = mask[::-1]

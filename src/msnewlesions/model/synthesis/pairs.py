@@ -13,6 +13,7 @@ from msnewlesions import template
 from msnewlesions.io import Volume
 from msnewlesions.model.synthesis.acquisition import acquire, misalign
 from msnewlesions.model.synthesis.anatomy import Anatomy, LesionShape
+from msnewlesions.model.synthesis.changes import grow_old_lesions
 from msnewlesions.model.synthesis.new_lesions import fade_old_lesions, insert_lesions, place_lesions
 from msnewlesions.model.synthesis.settings import SynthesisSettings
 from msnewlesions.preprocessing import registration
@@ -65,14 +66,24 @@ def synthesize_pair(
     if new_lesion_count is None:
         empty = rng.random() < settings.empty_fraction
         new_lesion_count = 0 if empty else int(rng.integers(1, settings.max_new_lesions + 1))
+    enlarging = grow_old_lesions(old, brain, white_matter, image, rng, settings)
+    occupied = old.copy()
+    for placement in enlarging:
+        occupied[placement.box()] |= placement.mask
     placements = place_lesions(
-        new_lesion_count, library, image, brain, white_matter, old, offset, rng, settings
+        new_lesion_count, library, image, brain, white_matter, occupied, offset, rng, settings
     )
-    followup, label, brightness = insert_lesions(
-        image, placements, anatomy.lesion_ratio, rng, settings
+    followup, drawn, brightness = insert_lesions(
+        image, [*enlarging, *placements], anatomy.lesion_ratio, rng, settings
     )
+    label = drawn
+    if enlarging and not settings.label_enlarging:
+        label = np.zeros_like(drawn)
+        for placement in placements:
+            label[placement.box()] |= placement.mask
+    growing = old & ndimage.binary_dilation(drawn > 0)
     followup, faded = fade_old_lesions(
-        followup, old & ~ndimage.binary_dilation(label > 0), rng, settings
+        followup, old & ~ndimage.binary_dilation(drawn > 0), rng, settings
     )
     info: dict[str, Any] = {
         "anatomy": anatomy.name,
@@ -86,14 +97,24 @@ def synthesize_pair(
                 ],
                 "brightness": round(b, 3),
             }
-            for p, b in zip(placements, brightness, strict=True)
+            for p, b in zip(placements, brightness[len(enlarging) :], strict=True)
         ],
+        "enlarging_lesions": [
+            {"source": p.source, "grown_voxels": int(p.mask.sum()), "brightness": round(b, 3)}
+            for p, b in zip(enlarging, brightness[: len(enlarging)], strict=True)
+        ],
+        "enlarging_labelled": settings.label_enlarging,
+        "growing_old_lesion_voxels": int(growing.sum()),
         "faded_old_lesion_voxels": int(faded.sum()),
         "baseline_acquisition": {},
         "followup_acquisition": {},
     }
-    baseline_image = acquire(image, brain, rng, settings, info["baseline_acquisition"])
-    followup_image = acquire(followup, brain, rng, settings, info["followup_acquisition"])
+    tissues = None
+    if settings.tissue_contrast > 0:
+        grey, csf = template.mni_grey_matter().array[box], template.mni_csf().array[box]
+        tissues = np.stack([white_matter, grey, csf]).astype(np.float32)
+    baseline_image = acquire(image, brain, rng, settings, info["baseline_acquisition"], tissues)
+    followup_image = acquire(followup, brain, rng, settings, info["followup_acquisition"], tissues)
     if misalignment:
         followup_image, label, motion = misalign(followup_image, label, rng, settings)
         info["followup_motion"] = motion

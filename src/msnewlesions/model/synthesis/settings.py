@@ -34,3 +34,30 @@ class SynthesisSettings:
     bias_amplitude: float = 0.12
     gamma_range: tuple[float, float] = (0.8, 1.25)
     crop_margin_mm: float = 5.0
+    #: How a lesion shape is drawn from the library: ``"log-uniform"`` over its volumes (large and
+    #: small alike; the shipped model) or ``"library"`` (as often as the library holds such
+    #: sizes: with real change shapes, small ones dominate as in real follow-ups).
+    shape_sampling: str = "log-uniform"
+    #: Enlarging old lesions (:func:`~msnewlesions.model.synthesis.changes.grow_old_lesions`):
+    #: the share of pairs with any, each old lesion's chance, at most this many per pair, the
+    #: largest rim (mm), the share grown as a lobe (one side) instead of all round.
+    enlarging_pair_probability: float = 0.0
+    enlarging_lesion_probability: float = 0.2
+    max_enlarging_lesions: int = 4
+    enlarging_mm: float = 4.0
+    lobe_probability: float = 0.5
+    #: Whether the grown part of an enlarging lesion is labelled (open_ms_data's experts label
+    #: new and enlarging lesions) or drawn and not labelled (MSSEG-2: new lesions only).
+    label_enlarging: bool = True
+    #: Per-tissue contrast change of each acquisition: white matter, grey matter and CSF (the
+    #: template's probability maps) each scaled by 1 + U(-x, x), x this value; 0: off.
+    tissue_contrast: float = 0.0
+
+
+#: The synthesis of model v2: real change sizes, enlarging lesions labelled (open_ms_data's
+#: convention), per-tissue contrast changes between visits.
+REALISTIC = SynthesisSettings(
+    shape_sampling="library",
+    enlarging_pair_probability=0.5,
+    tissue_contrast=0.15,
+)

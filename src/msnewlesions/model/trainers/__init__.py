@@ -5,6 +5,7 @@ from msnewlesions.model.trainers.msnewlesions_trainers import (
     PLATEAU_PATIENCE,
     PLATEAU_THRESHOLD,
     nnUNetTrainerMSNewLesions,
+    nnUNetTrainerMSNewLesionsDifferenceWeighting,
     plateau_scheduler,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "PLATEAU_PATIENCE",
     "PLATEAU_THRESHOLD",
     "nnUNetTrainerMSNewLesions",
+    "nnUNetTrainerMSNewLesionsDifferenceWeighting",
     "plateau_scheduler",
 ]

@@ -18,7 +18,11 @@ The schedule (epochs, iterations, checkpoints, annealing) is one
 in every checkpoint, restored by :meth:`load_checkpoint`.
 
 nnU-Net imports every module of this folder (``nnUNet_extTrainer``) as a top-level module: it
-holds trainers only, and they import nothing from msnewlesions but the schedule.
+holds trainers only, and they import nothing from msnewlesions but the schedule and (when built)
+the networks.
+
+:class:`nnUNetTrainerMSNewLesionsDifferenceWeighting` is the same trainer with the Difference
+Weighting network (model v2's candidate against plain channel concatenation).
 """
 
 from __future__ import annotations
@@ -122,3 +126,26 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         self.annealed = bool(checkpoint.get("annealed", False))
         if "msnewlesions_schedule" in checkpoint:
             self.apply_schedule(TrainingSchedule.from_dict(checkpoint["msnewlesions_schedule"]))
+
+
+class nnUNetTrainerMSNewLesionsDifferenceWeighting(nnUNetTrainerMSNewLesions):
+    """The same trainer with a network that looks at change: the plans' U-Net built for one
+    visit, its encoder shared by both visits, the skips merged by difference weighting
+    (:mod:`msnewlesions.model.networks.difference_weighting`, Rokuss et al. 2024)."""
+
+    @staticmethod
+    def build_network_architecture(
+        plans_manager: Any,
+        configuration_manager: Any,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> torch.nn.Module:
+        from msnewlesions.model.networks.difference_weighting import DifferenceWeightingUNet
+
+        if num_input_channels != 2:
+            raise ValueError("difference weighting needs two channels: baseline and follow-up")
+        backbone = nnUNetTrainer.build_network_architecture(
+            plans_manager, configuration_manager, 1, num_output_channels, enable_deep_supervision
+        )
+        return DifferenceWeightingUNet(backbone)

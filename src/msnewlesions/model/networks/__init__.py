@@ -1,0 +1,1 @@
+"""Networks beyond nnU-Net's own, built on ``dynamic-network-architectures`` modules."""
