@@ -81,6 +81,14 @@ def synthesize(
             help="Also train on the complete real pairs (their lesions that gain FLAIR signal).",
         ),
     ] = False,
+    realistic: Annotated[
+        bool,
+        typer.Option(
+            "--realistic",
+            help="Model v2's synthesis: shapes and sizes of real changes (open_ms_data's 13 "
+            "change masks), enlarging old lesions (labelled), per-tissue contrast changes.",
+        ),
+    ] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -96,7 +104,7 @@ def synthesize(
     from msnewlesions.model.synthesis import SyntheticDatasetPlan, synthesize_dataset
 
     plan = SyntheticDatasetPlan(
-        dataset_id, pairs, holdout_pairs, seed, preprocessed_pairs, real_pairs
+        dataset_id, pairs, holdout_pairs, seed, preprocessed_pairs, real_pairs, realistic
     )
     folder, split = synthesize_dataset(open_ms_data, out, plan, cache)
     typer.echo(f"{folder}: {len(split['train'])} training and {len(split['val'])} hold-out pairs")

@@ -12,6 +12,9 @@ Lesion-aware augmentation (Basaran et al., 2022) turns single scans into trainin
   and white matter (the template's probability map), away from other lesions. Each is drawn
   hyperintense like this scan's own lesions, with a partial-volume edge (the binary shape
   smoothed) and a faint texture; the label is the binary shape, so its volume is the shape's.
+* **model v2** (``REALISTIC``, ``synthesize --realistic``): the shapes, sizes and MNI positions
+  of real changes between two visits (:mod:`~msnewlesions.model.synthesis.changes`), old lesions
+  that grow at the follow-up (labelled, by default), and per-tissue contrast changes.
 * **a second timepoint** that differs from the first as real ones do: its own noise, blur, smooth
   bias field and contrast (gamma), a different slice thickness (resampled through 3-5 mm slices
   and back), a small residual misalignment (at most ``misalignment_mm`` and
@@ -37,6 +40,11 @@ from msnewlesions.model.synthesis.anatomy import (
     prepare_anatomy,
     save_anatomy,
 )
+from msnewlesions.model.synthesis.changes import (
+    change_library,
+    grow_old_lesions,
+    open_ms_data_change_masks,
+)
 from msnewlesions.model.synthesis.dataset import (
     HOLDOUT_PATIENTS,
     PREPROCESSED_STREAM,
@@ -57,11 +65,12 @@ from msnewlesions.model.synthesis.pairs import (
     pair_rng,
     synthesize_pair,
 )
-from msnewlesions.model.synthesis.settings import SynthesisSettings
+from msnewlesions.model.synthesis.settings import REALISTIC, SynthesisSettings
 
 __all__ = [
     "HOLDOUT_PATIENTS",
     "PREPROCESSED_STREAM",
+    "REALISTIC",
     "Anatomy",
     "AnatomySource",
     "LesionShape",
@@ -75,13 +84,16 @@ __all__ = [
     "as_segment_sees_it",
     "bias_field",
     "case_id",
+    "change_library",
     "estimate_old_lesions",
     "fade_old_lesions",
+    "grow_old_lesions",
     "insert_lesions",
     "lesion_library",
     "lesion_shapes",
     "load_anatomy",
     "misalign",
+    "open_ms_data_change_masks",
     "open_ms_data_sources",
     "pair_rng",
     "place_lesions",

@@ -22,8 +22,9 @@ from msnewlesions.model.synthesis.anatomy import (
     open_ms_data_sources,
     prepare_anatomy,
 )
+from msnewlesions.model.synthesis.changes import change_library, open_ms_data_change_masks
 from msnewlesions.model.synthesis.pairs import as_segment_sees_it, pair_rng, synthesize_pair
-from msnewlesions.model.synthesis.settings import SynthesisSettings
+from msnewlesions.model.synthesis.settings import REALISTIC, SynthesisSettings
 from msnewlesions.preprocessing.pipeline import PreprocessOptions
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,10 @@ def write_synthetic_dataset(
             if (labels / f"{name}.nii.gz").exists() and name in records:
                 continue
             rng = pair_rng(seed, anatomy_index, pair_index, stream)
-            pair = synthesize_pair(anatomy, library, rng, settings)
+            native = bool(
+                stream == PREPROCESSED_STREAM and settings and settings.native_acquisition
+            )
+            pair = synthesize_pair(anatomy, library, rng, settings, native=native)
             baseline, followup, label = pair.baseline, pair.followup, pair.new_lesions
             info = dict(pair.info)
             key = [seed, anatomy_index, pair_index] + ([stream] if stream else [])
@@ -147,6 +151,10 @@ class SyntheticDatasetPlan:
     seed: int = 2026
     preprocessed_pairs_per_anatomy: int = 0
     real_pairs: bool = False
+    #: Model v2's synthesis (:data:`~msnewlesions.model.synthesis.settings.REALISTIC`) with the
+    #: shapes of real changes (:func:`~msnewlesions.model.synthesis.changes.change_library`)
+    #: instead of whole lesions.
+    realistic: bool = False
 
 
 def synthesize_dataset(
@@ -164,7 +172,10 @@ def synthesize_dataset(
     """
     sources, masks = open_ms_data_sources(open_ms_data)
     cache = Path(cache) if cache is not None else Path(raw_root).parent / "anatomy"
-    library = lesion_library(masks)
+    if plan.realistic:
+        library = change_library(open_ms_data_change_masks(open_ms_data))
+    else:
+        library = lesion_library(masks)
     training: list[tuple[int, Anatomy]] = []
     holdout: list[tuple[int, Anatomy]] = []
     for index, source in enumerate(sources):
@@ -180,6 +191,7 @@ def synthesize_dataset(
         plan.holdout_pairs_per_anatomy,
         plan.seed,
         real_pairs=datasets.read_open_ms_data(Path(open_ms_data)) if plan.real_pairs else (),
+        settings=REALISTIC if plan.realistic else None,
         preprocessed_pairs_per_anatomy=plan.preprocessed_pairs_per_anatomy,
     )
     split: dict[str, list[str]] = json.loads((folder / "splits_final.json").read_text())[0]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from msnewlesions import template
 from msnewlesions.io import Volume
-from msnewlesions.model.synthesis.acquisition import acquire, misalign
+from msnewlesions.model.synthesis.acquisition import acquire, acquire_natively, misalign
 from msnewlesions.model.synthesis.anatomy import Anatomy, LesionShape
 from msnewlesions.model.synthesis.changes import grow_old_lesions
 from msnewlesions.model.synthesis.new_lesions import fade_old_lesions, insert_lesions, place_lesions
@@ -37,6 +38,9 @@ class SyntheticPair:
     baseline_scan: Volume
     followup_scan: Volume
     info: dict[str, Any] = field(default_factory=dict)
+    #: For scans acquired on a scanner's grid (``native``): maps a point of the follow-up scan's
+    #: space to the point of ``new_lesions``' grid it shows; None when the scans are on that grid.
+    followup_pose: sitk.Transform | None = None
 
 
 def pair_rng(
@@ -54,8 +58,14 @@ def synthesize_pair(
     settings: SynthesisSettings | None = None,
     new_lesion_count: int | None = None,
     misalignment: bool = True,
+    native: bool = False,
 ) -> SyntheticPair:
-    """One baseline / follow-up pair from one anatomy, on the anatomy's brain box, z-scored."""
+    """One baseline / follow-up pair from one anatomy, on the anatomy's brain box, z-scored.
+
+    ``native``: the two scans (``baseline_scan``, ``followup_scan``) are acquired on scanners'
+    grids at their own head poses (:func:`~msnewlesions.model.synthesis.acquisition.
+    acquire_natively`), for :func:`as_segment_sees_it`; the z-scored pair on the brain box is then
+    the noise-free image before that acquisition."""
     settings = settings or SynthesisSettings()
     box = brain_bounding_box(anatomy.brain_mask, settings.crop_margin_mm)
     offset = np.array([s.start for s in box])
@@ -113,22 +123,31 @@ def synthesize_pair(
     if settings.tissue_contrast > 0:
         grey, csf = template.mni_grey_matter().array[box], template.mni_csf().array[box]
         tissues = np.stack([white_matter, grey, csf]).astype(np.float32)
-    baseline_image = acquire(image, brain, rng, settings, info["baseline_acquisition"], tissues)
-    followup_image = acquire(followup, brain, rng, settings, info["followup_acquisition"], tissues)
-    if misalignment:
+    info_base, info_follow = info["baseline_acquisition"], info["followup_acquisition"]
+    baseline_image = acquire(image, brain, rng, settings, info_base, tissues, native)
+    followup_image = acquire(followup, brain, rng, settings, info_follow, tissues, native)
+    if misalignment and not native:  # a native acquisition has a head pose of its own
         followup_image, label, motion = misalign(followup_image, label, rng, settings)
         info["followup_motion"] = motion
     grid = crop(anatomy.image, box)
     brain_volume = grid.with_array(brain.astype(np.uint8))
+    baseline_scan, followup_scan = grid.with_array(baseline_image), grid.with_array(followup_image)
+    followup_pose = None
+    if native:
+        baseline_scan, _ = acquire_natively(baseline_scan, brain_volume, rng, settings, info_base)
+        followup_scan, followup_pose = acquire_natively(
+            followup_scan, brain_volume, rng, settings, info_follow
+        )
     return SyntheticPair(
         baseline=zscore(grid.with_array(baseline_image), brain_volume),
         followup=zscore(grid.with_array(followup_image), brain_volume),
         new_lesions=grid.with_array(label.astype(np.uint8)),
         brain_mask=brain_volume,
         faded_old_lesions=grid.with_array(faded.astype(np.uint8)),
-        baseline_scan=grid.with_array(baseline_image),
-        followup_scan=grid.with_array(followup_image),
+        baseline_scan=baseline_scan,
+        followup_scan=followup_scan,
         info=info,
+        followup_pose=followup_pose,
     )
 
 
@@ -137,7 +156,8 @@ def as_segment_sees_it(
 ) -> tuple[Volume, Volume, Volume, dict[str, Any]]:
     """The pair's two scans as ``segment`` hands them to the network, and the label there.
 
-    The scans go through :func:`~msnewlesions.preprocessing.model_inputs.model_inputs`
+    The scans (on the brain box, or on scanners' grids for a ``native`` pair) go through
+    :func:`~msnewlesions.preprocessing.model_inputs.model_inputs`
     (registration, HD-BET, N4,
     crop, z-score and, with ``match_slices``, slice matching), as in ``segment``; the label (on
     the follow-up scan's grid) is resampled onto the resulting grid by nearest neighbour. A
@@ -148,8 +168,11 @@ def as_segment_sees_it(
     input_options = InputOptions(options or PreprocessOptions(), match_slices)
     inputs = model_inputs(pair.baseline_scan, pair.followup_scan, input_options)
     preprocessed = inputs.preprocessed
+    label_to_grid: sitk.Transform = preprocessed.followup_to_mni
+    if pair.followup_pose is not None:
+        label_to_grid = registration.compose(pair.followup_pose, preprocessed.followup_to_mni)
     label = registration.resample(
-        pair.new_lesions, preprocessed.brain_mask, preprocessed.followup_to_mni, "nearest"
+        pair.new_lesions, preprocessed.brain_mask, label_to_grid, "nearest"
     )
     info = {"qc": preprocessed.qc.as_dict(), "slice_matches": inputs.slice_matches_as_dicts()}
     binary = label.with_array((label.array > 0).astype(np.uint8))

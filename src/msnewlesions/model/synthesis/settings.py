@@ -52,12 +52,25 @@ class SynthesisSettings:
     #: Per-tissue contrast change of each acquisition: white matter, grey matter and CSF (the
     #: template's probability maps) each scaled by 1 + U(-x, x), x this value; 0: off.
     tissue_contrast: float = 0.0
+    #: Pairs made through ``segment``'s preprocessing are acquired on a scanner's own grid
+    #: (:func:`~msnewlesions.model.synthesis.acquisition.acquire_natively`): the head at a pose
+    #: (rotation up to these degrees about x, y, z; shift up to ``pose_mm``), in-plane voxels,
+    #: slices with a gap along axis x, y or z by these probabilities, or a 3-D acquisition.
+    native_acquisition: bool = False
+    pose_degrees: tuple[float, float, float] = (12.0, 4.0, 4.0)
+    pose_mm: float = 8.0
+    in_plane_mm: tuple[float, float] = (0.5, 1.0)
+    slice_gap_mm: tuple[float, float] = (0.0, 1.0)
+    slice_axis_probabilities: tuple[float, float, float] = (0.05, 0.1, 0.85)
+    three_d_probability: float = 0.15
 
 
 #: The synthesis of model v2: real change sizes, enlarging lesions labelled (open_ms_data's
-#: convention), per-tissue contrast changes between visits.
+#: convention), per-tissue contrast changes between visits, and (for the pairs made through
+#: ``segment``'s preprocessing) each visit acquired on a scanner's own grid at its own pose.
 REALISTIC = SynthesisSettings(
     shape_sampling="library",
     enlarging_pair_probability=0.5,
     tissue_contrast=0.15,
+    native_acquisition=True,
 )
