@@ -32,6 +32,22 @@ def _direction(rng: np.random.Generator) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def _lobe(lesion: np.ndarray, keep_voxels: int | None, rng: np.random.Generator) -> np.ndarray:
+    """One side of a plane through the lesion's centre (a random direction); with
+    ``keep_voxels``, the plane moves out until the side holds about that many voxels around
+    the lesion (a lobe of an enlarging lesion that would otherwise grow too much)."""
+    centre = np.array(ndimage.center_of_mass(lesion))
+    offsets = np.indices(lesion.shape).reshape(3, -1).T - centre
+    along = (offsets @ _direction(rng)).reshape(lesion.shape)
+    if keep_voxels is None:
+        return along > 0
+    shell = ndimage.binary_dilation(lesion, iterations=1) & ~lesion
+    values = np.sort(along[shell])[::-1]
+    # The outermost shell voxels along the direction: about keep_voxels / rim width of them.
+    cut = values[min(len(values) - 1, max(keep_voxels // 4, 1))]
+    return along >= cut
+
+
 def grow_old_lesions(
     old_lesions: np.ndarray,
     brain: np.ndarray,
@@ -42,10 +58,12 @@ def grow_old_lesions(
 ) -> list[Placement]:
     """Some old lesions grow at the follow-up: the grown part of each, as a placement.
 
-    A growing lesion gains a rim of 1 to ``settings.enlarging_mm`` mm all round, or a lobe (the
-    same rim on one side of a random plane through its centre). The grown part stays in the
-    brain, off CSF-dark voxels and where the template sees some white matter, and it must hold
-    at least ``settings.min_lesion_voxels`` voxels. Placements carry only the grown part: drawn
+    A growing lesion gains a rim of 1 to ``settings.enlarging_mm`` mm (width w drawn with
+    probability 1/w: thin rims are likelier) all round, or a lobe (the rim on one side of a
+    random plane through its centre). A rim above ``settings.max_grown_voxels`` is cut to a lobe
+    of about that size. The grown part stays in the brain, off CSF-dark voxels and where the
+    template sees some white matter, and holds ``settings.min_lesion_voxels`` to
+    ``settings.max_grown_voxels`` voxels. Placements carry only the grown part: drawn
     like new lesions (:func:`~msnewlesions.model.synthesis.new_lesions.insert_lesions`), they
     touch the old lesion, as a real enlargement does. Grids are 1 mm.
     """
@@ -66,19 +84,18 @@ def grow_old_lesions(
         box = objects[index - 1]
         if box is None or rng.random() >= settings.enlarging_lesion_probability:
             continue
-        radius = int(rng.integers(1, round(settings.enlarging_mm) + 1))
+        widths = np.arange(1, round(settings.enlarging_mm) + 1)
+        radius = int(rng.choice(widths, p=(1.0 / widths) / (1.0 / widths).sum()))
         low = np.maximum([s.start - radius - 1 for s in box], 0)
         high = np.minimum([s.stop + radius + 1 for s in box], labels.shape)
         region = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
         lesion = labels[region] == index
         grown = ndimage.binary_dilation(lesion, iterations=radius) & ~lesion
-        if rng.random() < settings.lobe_probability:
-            centre = np.array(ndimage.center_of_mass(lesion))
-            offsets = np.indices(lesion.shape).reshape(3, -1).T - centre
-            side = (offsets @ _direction(rng) > 0).reshape(lesion.shape)
-            grown &= side
         grown &= allowed[region] & (labels[region] == 0)
-        if grown.sum() < settings.min_lesion_voxels:
+        lobe = rng.random() < settings.lobe_probability
+        if lobe or grown.sum() > settings.max_grown_voxels:
+            grown &= _lobe(lesion, settings.max_grown_voxels if not lobe else None, rng)
+        if not settings.min_lesion_voxels <= grown.sum() <= settings.max_grown_voxels:
             continue
         placements.append(
             Placement(np.ascontiguousarray(grown), tuple(int(v) for v in low), f"enlarging:{index}")  # type: ignore[arg-type]
