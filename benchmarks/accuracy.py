@@ -8,7 +8,9 @@ on every complete real pair of open_ms_data.
   N4, slice matching, network, mapping back), unless ``--direct`` feeds the already-preprocessed
   pair (slice-matched, as segment does) to the network (the model alone, faster). The tables
   show each pair's slice thickness and what slice matching did (``--no-slice-matching`` turns it
-  off, to compare).
+  off, to compare). ``--realistic`` draws them as model v2's training pairs are drawn (real
+  change shapes, enlarging lesions labelled, tissue contrasts, each visit acquired on a scanner's
+  grid at its own head pose); they are then scored on the follow-up scan's own grid.
 * Real pairs: ``segment`` on the raw FLAIRs; the mask is carried onto the database's common grid
   by its reference transform and scored against the full change mask, and against its
   new/enlarging part (components gaining FLAIR signal, as the dataset's ``new_only`` rule).
@@ -17,7 +19,7 @@ Prints per-case tables (Dice, recall, lesion F1, lesion counts) and their means;
 figure to WORK/accuracy.json.
 
     python benchmarks/accuracy.py [--model DIR] [--data ../shared/data/open_ms_data]
-        [--work DIR] [--with-lesions 3] [--without 2] [--seed 99] [--direct]
+        [--work DIR] [--with-lesions 3] [--without 2] [--seed 99] [--direct] [--realistic]
         [--no-slice-matching]
 """
 
@@ -127,7 +129,13 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
     from msnewlesions.postprocessing import lesion_labels
 
     sources, masks = synthesis.open_ms_data_sources(args.data)
-    library = synthesis.lesion_library(masks)
+    if args.realistic:
+        library = synthesis.change_library(synthesis.open_ms_data_change_masks(args.data))
+        settings = synthesis.REALISTIC
+    else:
+        library = synthesis.lesion_library(masks)
+        settings = synthesis.SynthesisSettings()
+    native = args.realistic and not args.direct
     predictor = None
     rows = []
     for index, source in enumerate(sources):
@@ -137,7 +145,13 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
         for pair_index in range(args.with_lesions + args.without):
             rng = synthesis.pair_rng(args.seed, index, pair_index)
             count = int(rng.integers(1, 11)) if pair_index < args.with_lesions else 0
-            pair = synthesis.synthesize_pair(anatomy, library, rng, None, count)
+            pair = synthesis.synthesize_pair(anatomy, library, rng, settings, count, native=native)
+            truth, voxel_mm3 = pair.new_lesions, 1.0
+            if pair.followup_pose is not None:  # scored on the follow-up scan's own grid
+                truth = registration.resample(
+                    pair.new_lesions, pair.followup_scan, pair.followup_pose, "nearest"
+                )
+                voxel_mm3 = pair.followup_scan.voxel_volume_mm3
             name = synthesis.case_id(anatomy.name, pair_index)
             start = time.perf_counter()
             if args.direct:
@@ -158,7 +172,7 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 folder.mkdir(parents=True, exist_ok=True)
                 write_volume(pair.baseline_scan, folder / "baseline.nii.gz", np.float32)
                 write_volume(pair.followup_scan, folder / "followup.nii.gz", np.float32)
-                write_volume(pair.new_lesions, folder / "true_new_lesions.nii.gz", np.uint8)
+                write_volume(truth, folder / "true_new_lesions.nii.gz", np.uint8)
                 mask = segment_folder(
                     folder / "baseline.nii.gz",
                     folder / "followup.nii.gz",
@@ -170,7 +184,7 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 summary = json.loads((folder / "segment" / "summary.json").read_text())
                 slice_matches = summary.get("slice_matches", [])
             row = {"case": name, "seconds": round(time.perf_counter() - start, 1)}
-            row |= score(prediction, pair.new_lesions.array > 0, 1.0)
+            row |= score(prediction, truth.array > 0, voxel_mm3)
             row["slices"] = slices(pair.info)
             row["matched"] = matched(slice_matches)
             rows.append(row)
@@ -223,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--without", type=int, default=2)
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--direct", action="store_true", help="skip segment's preprocessing")
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="draw the hold-out pairs as model v2's training pairs (synthesize --realistic): "
+        "real change shapes, enlarging lesions, tissue contrasts, each visit on a scanner's grid",
+    )
     parser.add_argument(
         "--no-slice-matching", action="store_true", help="segment --no-slice-matching"
     )

@@ -2,9 +2,11 @@
 
 A network trained on synthetic pairs learns what they show; where they differ from real pairs,
 it learns the synthesis, not the disease. This prints, for the real open_ms_data pairs and for
-synthetic pairs of the hold-out scans (the shipped model's synthesis, and model v2's with
-``--realistic``), each made into network inputs by ``segment``'s own preprocessing (registration,
-HD-BET or the scans' brain, N4, crop, z-score, slice matching):
+synthetic pairs of the hold-out scans, made into network inputs by ``segment``'s own
+preprocessing (registration, HD-BET or the scans' brain, N4, crop, z-score, slice matching):
+"v1", the shipped model's synthesis; "v2", model v2's (``synthesize --realistic``: each visit
+acquired on a scanner's grid); "v2 direct", model v2's as most of its training pairs are written
+(z-scored on the brain box, no preprocessing):
 
 * follow-up minus baseline inside the brain (z units): spread and tails, and the share of voxels
   changed by more than 1.5 (what the network must learn to ignore);
@@ -100,16 +102,21 @@ def real_pairs(data: Path) -> dict[str, dict]:
     return found
 
 
-def synthetic_pairs(data: Path, pairs: int, seed: int, realistic: bool, cache: Path) -> list[dict]:
+def synthetic_pairs(data: Path, pairs: int, seed: int, kind: str, cache: Path) -> list[dict]:
+    """``kind``: ``"v1"`` (the shipped model's synthesis, as segment sees the pairs), ``"v2"``
+    (model v2's, each visit acquired on a scanner's grid, as segment sees them) or
+    ``"v2 direct"`` (model v2's pairs as most of its training pairs are written: z-scored on the
+    brain box, without segment's preprocessing)."""
     sources, masks = synthesis.open_ms_data_sources(data)
-    if realistic:
-        library = synthesis.change_library(synthesis.open_ms_data_change_masks(data))
-        settings = synthesis.REALISTIC
-    else:
+    if kind == "v1":
         library = synthesis.lesion_library(masks)
         settings = synthesis.SynthesisSettings()
+    else:
+        library = synthesis.change_library(synthesis.open_ms_data_change_masks(data))
+        settings = synthesis.REALISTIC
     # Every pair with new lesions: their figures are part of the comparison.
     settings = replace(settings, empty_fraction=0.0)
+    native = kind == "v2"
     found = []
     for index, source in enumerate(sources):
         if source.patient not in synthesis.HOLDOUT_PATIENTS:
@@ -117,11 +124,14 @@ def synthetic_pairs(data: Path, pairs: int, seed: int, realistic: bool, cache: P
         anatomy = synthesis.prepare_anatomy(source, cache)
         for pair_index in range(pairs):
             rng = synthesis.pair_rng(seed, index, pair_index)
-            pair = synthesis.synthesize_pair(anatomy, library, rng, settings)
-            baseline, followup, label, _ = synthesis.as_segment_sees_it(pair)
+            pair = synthesis.synthesize_pair(anatomy, library, rng, settings, native=native)
+            if kind == "v2 direct":
+                baseline, followup, label = pair.baseline, pair.followup, pair.new_lesions
+            else:
+                baseline, followup, label, _ = synthesis.as_segment_sees_it(pair)
             brain = label.with_array((baseline.array != 0).astype(np.uint8))
             found.append(statistics(baseline, followup, brain, label))
-            print(f"measured {anatomy.name} {pair_index}", file=sys.stderr)
+            print(f"measured {kind}: {anatomy.name} {pair_index}", file=sys.stderr)
     return found
 
 
@@ -137,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no complete pair under {args.data}; nothing to measure", file=sys.stderr)
         return 1
     columns = real_pairs(args.data)
-    for name, realistic in (("synthetic v1", False), ("synthetic v2", True)):
-        rows = synthetic_pairs(args.data, args.pairs, args.seed, realistic, args.cache)
+    for kind in ("v1", "v2", "v2 direct"):
+        name = f"synthetic {kind}"
+        rows = synthetic_pairs(args.data, args.pairs, args.seed, kind, args.cache)
         columns[f"{name} (mean)"] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
         columns[f"{name} (sd)"] = {k: float(np.nanstd([r[k] for r in rows])) for k in rows[0]}
     names = list(columns)
