@@ -377,3 +377,24 @@ def test_a_native_acquisition_tilts_the_head_on_a_thick_sliced_grid_and_the_labe
     assert label.array.sum() > 0.6 * pair.new_lesions.array.sum()
     difference = followup.array - baseline.array
     assert np.median(difference[label.array > 0]) > 0.8
+
+
+@pytest.mark.real_data
+def test_real_change_masks_become_shapes_of_their_own_volume_in_the_template_brain(
+    open_ms_data: Path,
+) -> None:
+    """Two of the 13 change masks without scans: carried onto the template grid through their
+    brain masks, their components keep their volume (to 20 %) and lie in the template's brain."""
+    masks = synthesis.open_ms_data_change_masks(open_ms_data)
+    assert len(masks) == 13
+    assert all("patient01" not in str(m) and "patient03" not in str(m) for m, _ in masks)
+    shapes = synthesis.change_library(masks[:2], min_voxels=1)
+    native_mm3 = sum(
+        float((read_volume(m).array > 0).sum() * read_volume(m).voxel_volume_mm3)
+        for m, _ in masks[:2]
+    )
+    assert sum(s.voxels for s in shapes) == pytest.approx(native_mm3, rel=0.2)
+    brain = ndimage.binary_dilation(template.mni_brain_mask().array > 0, iterations=3)
+    for shape in shapes:
+        box = tuple(slice(c, c + n) for c, n in zip(shape.corner, shape.mask.shape, strict=True))
+        assert brain[box][shape.mask].mean() > 0.9
