@@ -23,7 +23,7 @@ per hold-out scan, the same seed (its first 16 pairs are the training split's), 
         [--model DIR] [--fold 0] [--work benchmark_output/postprocessing]
         [--tta [--tta-axes 0 ...]] [--write]
         [--no-slice-matching] [--through-segment [--data open_ms_data] [--anatomy-cache DIR]
-        [--inputs-cache DIR]]
+        [--inputs-cache DIR] [--realistic]]
 
 The network alone on the dataset's preprocessed pairs is quick (10-15 s a pair) but sees cleaner
 inputs than ``segment`` does (no registration or skull stripping of the synthetic scans), and it
@@ -111,27 +111,41 @@ class SegmentedSelection:
     """
 
     def __init__(
-        self, dataset: Path, data: Path, anatomy_cache: Path, inputs_cache: Path, predictor_factory
+        self,
+        dataset: Path,
+        data: Path,
+        anatomy_cache: Path,
+        inputs_cache: Path,
+        predictor_factory,
+        realistic: bool = False,
     ) -> None:
         from msnewlesions.model import synthesis
 
         self.records = json.loads((dataset / "msnewlesions_cases.json").read_text())
         sources, masks = synthesis.open_ms_data_sources(data)
         self.sources = {source.name: source for source in sources}
-        self.library = synthesis.lesion_library(masks)
+        self.realistic = realistic
+        if realistic:
+            self.library = synthesis.change_library(synthesis.open_ms_data_change_masks(data))
+        else:
+            self.library = synthesis.lesion_library(masks)
         self.anatomy_cache = anatomy_cache
         self.inputs_cache = inputs_cache
         self.predictor_factory = predictor_factory
 
     def probability(
         self, case: str, reference: Volume, work: Path, match_slices: bool, tta: str = ""
-    ) -> np.ndarray:
-        """The case's probability on its label's grid (float16 in WORK), segmented once."""
+    ) -> tuple[np.ndarray, Volume]:
+        """The case's probability on its label's grid (float16 in WORK), segmented once, and
+        that label (the dataset's; with ``realistic``, the redrawn pair's, before any motion)."""
         cache = work / f"{case}_segment_probability{cache_suffix(tta, match_slices)}.npz"
         if not cache.exists():
             probability = self._segment(case, reference, match_slices)
             np.savez_compressed(cache, probability=probability.astype(np.float16))
-        return np.load(cache)["probability"].astype(np.float32)
+        if self.realistic:
+            folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
+            reference = read_volume(folder / f"{case}_label.nii.gz")
+        return np.load(cache)["probability"].astype(np.float32), reference
 
     def _inputs(self, case: str, reference: Volume, match_slices: bool):
         """The network's two inputs, the brain mask and the follow-up's transform to MNI."""
@@ -148,8 +162,15 @@ class SegmentedSelection:
             record = self.records[case]
             anatomy = synthesis.prepare_anatomy(self.sources[record["anatomy"]], self.anatomy_cache)
             rng = np.random.default_rng(tuple(record["seed"]))
-            pair = synthesis.synthesize_pair(anatomy, self.library, rng)
-            if not np.array_equal(pair.new_lesions.array, reference.array):
+            if self.realistic:  # acquired on scanners' grids, as segment-made training pairs
+                pair = synthesis.synthesize_pair(
+                    anatomy, self.library, rng, synthesis.REALISTIC, native=True
+                )
+                same = pair.info["new_lesions"] == record["new_lesions"]
+            else:
+                pair = synthesis.synthesize_pair(anatomy, self.library, rng)
+                same = np.array_equal(pair.new_lesions.array, reference.array)
+            if not same:
                 raise SystemExit(
                     f"{case}: drawn again from its seed, the pair differs from the dataset"
                 )
@@ -162,20 +183,28 @@ class SegmentedSelection:
             volumes = (inputs.baseline, inputs.followup, inputs.preprocessed.brain_mask)
             for volume, name in zip(volumes, names, strict=True):
                 write_volume_atomically(volume, name, np.float32)
+            if pair.followup_pose is not None:
+                write_volume_atomically(pair.new_lesions, folder / f"{case}_label.nii.gz", np.uint8)
+                sitk.WriteTransform(pair.followup_pose, str(folder / f"{case}_pose.tfm"))
             # The transform last: its presence marks the case's inputs complete.
             sitk.WriteTransform(inputs.preprocessed.followup_to_mni, str(transform_file))
         baseline, followup, brain = (read_volume(name) for name in names)
-        return baseline, followup, brain, sitk.ReadTransform(str(transform_file))
+        pose_file = folder / f"{case}_pose.tfm"
+        pose = sitk.ReadTransform(str(pose_file)) if pose_file.exists() else None
+        return baseline, followup, brain, sitk.ReadTransform(str(transform_file)), pose
 
     def _segment(self, case: str, reference: Volume, match_slices: bool) -> np.ndarray:
         """As ``segment_pair``: the network, masked to the brain, back on the label's grid."""
         from msnewlesions.preprocessing import registration
 
-        baseline, followup, brain, followup_to_mni = self._inputs(case, reference, match_slices)
+        inputs = self._inputs(case, reference, match_slices)
+        baseline, followup, brain, followup_to_mni, pose = inputs
         probability = self.predictor_factory().probability(baseline, followup)
         probability = probability.with_array(probability.array * (brain.array > 0))
-        mni_to_native = registration.invert(followup_to_mni)
-        return registration.resample(probability, reference, mni_to_native, "linear").array
+        to_label = registration.invert(followup_to_mni)  # the follow-up's grid is the label's
+        if pose is not None:  # the label lies on the grid the scan was acquired from
+            to_label = registration.compose(to_label, registration.invert(pose))
+        return registration.resample(probability, reference, to_label, "linear").array
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="--through-segment: the network's inputs, shared between models [WORK/inputs]",
+    )
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="--through-segment on a synthesize --realistic dataset: redraw its pairs as model "
+        "v2's segment-made pairs (each visit acquired on a scanner's grid)",
     )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
@@ -258,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         anatomy_cache = args.anatomy_cache or args.work / "anatomy"
         inputs_cache = args.inputs_cache or args.work / "inputs"
         selection = SegmentedSelection(
-            args.dataset, args.data, anatomy_cache, inputs_cache, predictor_factory
+            args.dataset, args.data, anatomy_cache, inputs_cache, predictor_factory, args.realistic
         )
     tta = tta_tag(args.tta, args.tta_axes)
     cases = []
@@ -274,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 not args.no_slice_matching,
             )
         else:
-            probability = selection.probability(
+            probability, reference = selection.probability(
                 case,
                 reference,
                 args.work,
