@@ -213,3 +213,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def train_from_chain(chain: dict, results: Path, **options: Any) -> Path:
+    """A new one-epoch run (2 iterations) on the chain's dataset from its final weights, at a
+    rate too small to move any weight measurably (each Adam step moves one by about the rate)."""
+    return nnunet.train(
+        chain["fold"].parents[3] / "preprocessed",
+        results,
+        502,
+        0,
+        "cpu",
+        schedule=nnunet.TrainingSchedule(1, 2, 1),
+        learning_rate=1e-9,
+        initial_weights=chain["fold"] / "checkpoint_final.pth",
+        data_workers=0,
+        validate=False,
+        **options,
+    )

@@ -18,7 +18,7 @@ from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.model import nnunet
 from msnewlesions.model.trainers import plateau_scheduler
-from tests.conftest import run_cli
+from tests.conftest import run_cli, train_from_chain
 
 
 def test_plateau_rule_divides_the_learning_rate_by_five_after_30_flat_epochs() -> None:
@@ -116,21 +116,7 @@ def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
 
 
 def test_a_new_run_starts_from_every_weight_it_is_given(chain: dict, tmp_path: Path) -> None:
-    given = chain["fold"] / "checkpoint_final.pth"
-    preprocessed = chain["fold"].parents[3] / "preprocessed"
-    # A rate too small to move any weight measurably in two Adam steps (each moves by ~lr).
-    fold = nnunet.train(
-        preprocessed,
-        tmp_path / "results",
-        502,
-        0,
-        "cpu",
-        schedule=nnunet.TrainingSchedule(1, 2, 1),
-        learning_rate=1e-9,
-        initial_weights=given,
-        data_workers=0,
-        validate=False,
-    )
+    fold = train_from_chain(chain, tmp_path / "results")
     started = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     # A new run (epoch 0 -> 1) with a new optimizer (2 steps, not the source's 12)...
     assert started["current_epoch"] == 1

@@ -10,11 +10,11 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from msnewlesions.io import read_volume
-from msnewlesions.model import nnunet
 from msnewlesions.model.networks.difference_weighting import (
     DifferenceWeightingUNet,
     from_two_channel_weights,
 )
+from tests.conftest import train_from_chain
 
 SMALL = {
     "n_stages": 3,
@@ -80,21 +80,7 @@ def test_the_trainer_trains_from_a_concatenation_model_and_predicts(
     weights, trains an epoch, and its predictor finds the trainer again to predict."""
     from msnewlesions.commands.predict import predict_files
 
-    given = chain["fold"] / "checkpoint_final.pth"
-    preprocessed = chain["fold"].parents[3] / "preprocessed"
-    fold = nnunet.train(
-        preprocessed,
-        tmp_path / "results",
-        502,
-        0,
-        "cpu",
-        schedule=nnunet.TrainingSchedule(1, 2, 1),
-        learning_rate=1e-9,
-        initial_weights=given,
-        data_workers=0,
-        validate=False,
-        network="difference-weighting",
-    )
+    fold = train_from_chain(chain, tmp_path / "results", network="difference-weighting")
     assert fold.parent.name.startswith("nnUNetTrainerMSNewLesionsDifferenceWeighting__")
     saved = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     weights, source = saved["network_weights"], chain["fourth"]["network_weights"]
