@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_output
 
-.PHONY: install test test-all lint format demo benchmark clean
+.PHONY: install test test-all lint format demo benchmark clean container container-deps
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,14 @@ benchmark: $(INSTALLED)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache
+
+# The container image (podman, else docker): localhost/msnewlesions:<version> and :latest.
+# CONTAINER_WHEELS: local wheel folders pip may use (this machine's mirror when it has one).
+CONTAINER_WHEELS ?= $(wildcard /opt/pypi/files /opt/pypi-more/files /opt/wheels)
+container:
+	CONTAINER_WHEELS="$(CONTAINER_WHEELS)" scripts/build_container.sh
+
+# System packages the container and its test need (Debian): podman and runc to build and run,
+# debootstrap for a base image where no container registry is reachable.
+container-deps:
+	apt-get install -y --no-install-recommends podman runc debootstrap

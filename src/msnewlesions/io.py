@@ -12,6 +12,7 @@ failure a user can cause raises :class:`~msnewlesions.errors.MSNewLesionsError` 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -195,8 +196,14 @@ def _read_dicom_series(folder: Path) -> Volume:
 def read_volume(path: str | Path) -> Volume:
     """Read a 3-D image (float32) from a NIfTI file or a folder holding one DICOM series."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as error:  # a folder on the way that may not be searched, a loop of links
+        raise MSNewLesionsError(f"{path} cannot be reached ({error.strerror}).") from None
+    if not exists:
         raise MSNewLesionsError(f"{path} does not exist.")
+    if not os.access(path, os.R_OK):
+        raise MSNewLesionsError(f"{path} cannot be read: permission denied.")
     if path.is_dir():
         return _read_dicom_series(path)
     return _read_nifti(path)

@@ -7,6 +7,8 @@ interrupted.
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from msnewlesions.cli import model_commands, pair_commands
@@ -34,6 +36,10 @@ INTERRUPTED = "error: interrupted; no output was written (an existing output is 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     _interrupt_on_sigterm()
+    # A deprecation inside torch, raised by a dependency's import: not the user's business.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning
+    )
     try:
         app(args=argv, prog_name="msnewlesions", standalone_mode=True)
     except MSNewLesionsError as error:
