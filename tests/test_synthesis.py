@@ -135,6 +135,24 @@ def test_enlarging_old_lesions_gain_a_labelled_rim_that_touches_them(anatomy, li
         assert 5 <= g["grown_voxels"] <= ball(7).sum() - ball(3).sum()
 
 
+def test_the_shipped_models_settings_draw_no_enlargement_and_leave_the_seeds_draws_alone(
+    anatomy,
+) -> None:
+    """Without enlarging lesions no random number is drawn for them: a pair of the shipped
+    model's synthesis is the same pair of its seed as before enlarging lesions existed (the
+    accuracy benchmark's present draw, the post-processing choice's redrawn pairs)."""
+    from msnewlesions.model.synthesis.changes import grow_old_lesions
+
+    rng = np.random.default_rng(3)
+    box = brain_bounding_box(anatomy.brain_mask, 5.0)
+    old = np.asarray(anatomy.old_lesions.array[box]) > 0
+    brain = np.asarray(anatomy.brain_mask.array[box]) > 0
+    white = template.mni_white_matter().array[box]
+    image = np.asarray(anatomy.image.array[box])
+    assert grow_old_lesions(old, brain, white, image, rng, SynthesisSettings()) == []
+    assert rng.random() == np.random.default_rng(3).random()
+
+
 def test_enlarging_lesions_are_drawn_but_not_labelled_under_the_new_only_convention(
     anatomy, library
 ) -> None:

@@ -67,6 +67,8 @@ def grow_old_lesions(
     like new lesions (:func:`~msnewlesions.model.synthesis.new_lesions.insert_lesions`), they
     touch the old lesion, as a real enlargement does. Grids are 1 mm.
     """
+    if settings.enlarging_pair_probability <= 0:
+        return []  # no draw at all: the shipped model's pairs stay those of their seeds
     labels, count = components(old_lesions)
     if count == 0 or rng.random() >= settings.enlarging_pair_probability:
         return []
