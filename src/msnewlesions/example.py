@@ -7,7 +7,8 @@ lesions in the white matter. The true lesions are written beside the pair, so th
 tool on the example can be checked against them.
 
 Run ``python -m msnewlesions.example DIR`` to write ``baseline.nii.gz``, ``followup.nii.gz``,
-``true_new_lesions.nii.gz`` (on the follow-up's grid) and ``truth.json``.
+``true_new_lesions.nii.gz`` (on the follow-up's grid) and ``truth.json``; ``python -m
+msnewlesions.example --bids DIR`` writes the example cohort, a BIDS dataset of three subjects.
 """
 
 from __future__ import annotations
@@ -53,50 +54,74 @@ def flair_like(seed: int = 0) -> Volume:
     return template.mni_t1().with_array(np.clip(image, 0, None).astype(np.float32))
 
 
-def _lesion_centres(white: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _lesion_centres(
+    white: np.ndarray, count: int, rng: np.random.Generator, taken: Sequence[np.ndarray] = ()
+) -> list[np.ndarray]:
     deep_white = ndimage.binary_erosion(white > 0.9, iterations=4)
     candidates = np.argwhere(deep_white)
     centres: list[np.ndarray] = []
     while len(centres) < count:
         candidate = candidates[rng.integers(len(candidates))]
-        if all(np.linalg.norm(candidate - c) > 20 for c in centres):
+        if all(np.linalg.norm(candidate - c) > 20 for c in [*taken, *centres]):
             centres.append(candidate)
     return centres
 
 
 def make_example_pair(seed: int = 0, lesion_count: int = 4) -> ExamplePair:
     """Build the example pair (deterministic for a seed)."""
+    return make_example_visits(seed, (lesion_count,))[0]
+
+
+def make_example_visits(seed: int = 0, lesion_counts: Sequence[int] = (4,)) -> list[ExamplePair]:
+    """A baseline and one follow-up per entry of ``lesion_counts``, each with that many new
+    lesions on top of the earlier ones, and its own head position (the first is the example
+    pair's). Pair ``k``'s ``new_lesions`` are those new since the visit before."""
     rng = np.random.default_rng(seed)
     baseline = flair_like(seed)
     white = template.mni_white_matter().array
     grid_index = np.indices(baseline.shape).reshape(3, -1).T
-    lesions_mni = np.zeros(baseline.shape, dtype=np.float32)
-    radii_mm = rng.uniform(2.5, 5.0, size=lesion_count)
-    for centre, radius in zip(_lesion_centres(white, lesion_count, rng), radii_mm, strict=True):
-        distance = np.linalg.norm(grid_index - centre, axis=1).reshape(baseline.shape)
-        lesions_mni = np.maximum(lesions_mni, np.clip(radius + 0.5 - distance, 0, 1))
-    followup_mni = baseline.array * (1 - lesions_mni) + 1300 * lesions_mni
+    earlier = np.zeros(baseline.shape, dtype=np.float32)
+    taken: list[np.ndarray] = []
+    pairs = []
+    for visit, lesion_count in enumerate(lesion_counts):
+        lesions_mni = np.zeros(baseline.shape, dtype=np.float32)
+        radii_mm = rng.uniform(2.5, 5.0, size=lesion_count)
+        centres = _lesion_centres(white, lesion_count, rng, taken)
+        taken += centres
+        for centre, radius in zip(centres, radii_mm, strict=True):
+            distance = np.linalg.norm(grid_index - centre, axis=1).reshape(baseline.shape)
+            lesions_mni = np.maximum(lesions_mni, np.clip(radius + 0.5 - distance, 0, 1))
+        every = np.maximum(earlier, lesions_mni)
+        followup_mni = baseline.array * (1 - every) + 1300 * every
+        earlier = every
 
-    transform = registration.transform_from_matrix(np.eye(4))
-    transform.SetRotation(*EXAMPLE_ROTATION_RAD)
-    transform.SetTranslation(EXAMPLE_TRANSLATION_MM)
-    # The follow-up's grid: the MNI grid moved by the transform, with 3 mm slices.
-    followup_grid_affine = baseline.affine.copy()
-    followup_grid_affine[:3, 2] *= 3.0
-    shape = (baseline.shape[0], baseline.shape[1], int(np.ceil(baseline.shape[2] / 3)))
-    moved = registration.invert(transform)
-    grid = Volume(np.zeros(shape, np.float32), _moved_affine(followup_grid_affine, moved))
-    # A follow-up grid point p is the baseline (MNI) point transform(p).
-    followup = registration.resample(baseline.with_array(followup_mni), grid, transform, "linear")
-    followup_noisy = followup.array + rng.normal(0, 15, shape).astype(np.float32)
-    followup_noisy[followup.array <= 0] = 0
-    lesions = registration.resample(baseline.with_array(lesions_mni), grid, transform, "linear")
-    return ExamplePair(
-        baseline=baseline,
-        followup=grid.with_array(np.clip(followup_noisy, 0, None).astype(np.float32)),
-        new_lesions=grid.with_array((lesions.array >= 0.5).astype(np.uint8)),
-        baseline_to_followup=transform,
-    )
+        transform = registration.transform_from_matrix(np.eye(4))
+        # Later visits: the head elsewhere (half the first move, the other way).
+        scale = 1.0 if visit == 0 else -0.5 * visit
+        transform.SetRotation(*(scale * r for r in EXAMPLE_ROTATION_RAD))
+        transform.SetTranslation(tuple(scale * t for t in EXAMPLE_TRANSLATION_MM))
+        # The follow-up's grid: the MNI grid moved by the transform, with 3 mm slices.
+        followup_grid_affine = baseline.affine.copy()
+        followup_grid_affine[:3, 2] *= 3.0
+        shape = (baseline.shape[0], baseline.shape[1], int(np.ceil(baseline.shape[2] / 3)))
+        moved = registration.invert(transform)
+        grid = Volume(np.zeros(shape, np.float32), _moved_affine(followup_grid_affine, moved))
+        # A follow-up grid point p is the baseline (MNI) point transform(p).
+        followup = registration.resample(
+            baseline.with_array(followup_mni), grid, transform, "linear"
+        )
+        followup_noisy = followup.array + rng.normal(0, 15, shape).astype(np.float32)
+        followup_noisy[followup.array <= 0] = 0
+        lesions = registration.resample(baseline.with_array(lesions_mni), grid, transform, "linear")
+        pairs.append(
+            ExamplePair(
+                baseline=baseline,
+                followup=grid.with_array(np.clip(followup_noisy, 0, None).astype(np.float32)),
+                new_lesions=grid.with_array((lesions.array >= 0.5).astype(np.uint8)),
+                baseline_to_followup=transform,
+            )
+        )
+    return pairs
 
 
 def _moved_affine(affine: np.ndarray, moving: object) -> np.ndarray:
@@ -154,7 +179,57 @@ def write_example_bids(
     return folder
 
 
-if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "example")
+#: The example cohort: subject -> (seed, new lesions at each follow-up). sub-01 has three visits.
+EXAMPLE_COHORT = {"01": (0, (4, 2)), "02": (1, (3,)), "03": (2, (0,))}
+EXAMPLE_DATES = ("2024-01-15T09:30:00", "2024-07-22T10:05:00", "2025-01-20T08:45:00")
+
+
+def write_example_cohort(folder: str | Path) -> Path:
+    """The example as a BIDS dataset of three subjects: ``sub-01`` with three sessions (4, then
+    2 more new lesions), ``sub-02`` with two (3 new lesions), ``sub-03`` with two and no new
+    lesion; ``sessions.tsv`` with acquisition times, and each follow-up's true new lesions (since
+    the session before) in ``derivatives/truth``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(
+        folder / "dataset_description.json",
+        {"Name": "msnewlesions example cohort", "BIDSVersion": "1.10.0", "DatasetType": "raw"},
+    )
+    participants = ["participant_id"]
+    for label, (seed, counts) in EXAMPLE_COHORT.items():
+        subject = f"sub-{label}"
+        participants.append(subject)
+        visits = make_example_visits(seed, counts)
+        scans = [visits[0].baseline] + [visit.followup for visit in visits]
+        rows = ["session_id\tacq_time"]
+        for number, scan in enumerate(scans, start=1):
+            session = f"ses-{number:02d}"
+            target = folder / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_volume(scan, target, np.float32)
+            rows.append(f"{session}\t{EXAMPLE_DATES[number - 1]}")
+            if number > 1:
+                truth = folder / "derivatives" / "truth" / subject / session / "anat"
+                truth.mkdir(parents=True, exist_ok=True)
+                mask = visits[number - 2].new_lesions
+                write_volume(mask, truth / f"{subject}_{session}_desc-newlesions_mask.nii.gz")
+        (folder / subject / f"{subject}_sessions.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "participants.tsv").write_text("\n".join(participants) + "\n")
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m msnewlesions.example DIR``: the example pair; ``--bids DIR``: the cohort."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--bids":
+        target = Path(args[1] if len(args) > 1 else "example_bids")
+        print(f"example cohort (BIDS): {write_example_cohort(target)}")
+        return 0
+    target = Path(args[0] if args else "example")
     written = write_example_pair(target)
     print("\n".join(f"{name}: {path}" for name, path in written.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

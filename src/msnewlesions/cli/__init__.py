@@ -11,11 +11,11 @@ import warnings
 
 import typer
 
-from msnewlesions.cli import model_commands, pair_commands
+from msnewlesions.cli import cohort_commands, model_commands, pair_commands
 from msnewlesions.cli.app import app
 from msnewlesions.errors import MSNewLesionsError
 
-__all__ = ["app", "main", "model_commands", "pair_commands"]
+__all__ = ["app", "cohort_commands", "main", "model_commands", "pair_commands"]
 
 
 def _interrupt_on_sigterm() -> None:
