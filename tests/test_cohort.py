@@ -23,11 +23,17 @@ import pytest
 
 from msnewlesions.cohort import engine
 from msnewlesions.cohort.bids import discover_bids
-from msnewlesions.cohort.engine import SegmentSettings, run_lock
+from msnewlesions.cohort.engine import SegmentSettings, pair_lock
 from msnewlesions.cohort.manifest import read_manifest
 from msnewlesions.cohort.outputs import BidsPairOutputs, failure_path
 from msnewlesions.cohort.pairs import Visit, pair_visits
-from msnewlesions.commands.cohort import BidsSelection, batch, bids_group, bids_participant
+from msnewlesions.commands.cohort import (
+    BidsSelection,
+    batch,
+    bids_group,
+    bids_pairs,
+    bids_participant,
+)
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, write_volume
 from tests.conftest import run_cli
@@ -191,7 +197,7 @@ def test_a_cohort_gives_its_pairs_with_bids_derivative_names(cohort: Path, tmp_p
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "msnewlesions"
     assert description["DatasetLinks"]["raw"] == cohort.absolute().as_uri()
-    assert not list((out / ".work").glob("sub-*"))  # no work left behind
+    assert all(p.suffix == ".lock" for p in (out / ".work").iterdir())  # no work left behind
 
 
 def test_a_rerun_does_nothing(cohort: Path, tmp_path: Path) -> None:
@@ -300,13 +306,25 @@ def test_a_killed_driver_loses_the_pairs_in_flight_and_a_rerun_finishes(
     # Every file of a complete pair is whole; the killed worker's work folder is gone.
     for sidecar in out.rglob("*_mask.json"):
         json.loads(sidecar.read_text())
-    assert [p.name for p in (out / ".work").iterdir()] == ["lock"]
+    assert all(p.name.endswith(".lock") and p.is_file() for p in (out / ".work").iterdir())
 
 
-def test_one_driver_per_output_folder(cohort: Path, tmp_path: Path) -> None:
+def test_drivers_sharing_an_output_folder_never_write_the_same_pair(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """A job array runs a driver per subject into one folder: each pair is one process's."""
     out = tmp_path / "derivatives"
-    with run_lock(out), pytest.raises(MSNewLesionsError, match="another msnewlesions run"):
-        bids_participant(cohort, out, FAKE, jobs=1)
+    pairs = bids_pairs(cohort, out, BidsSelection(["01"])).pairs
+    with pair_lock(pairs[0]) as taken:  # another run holds sub-01's first pair
+        assert taken
+        run = bids_participant(cohort, out, FAKE, BidsSelection(["01"]), jobs=1)
+    assert [(o.status, o.reason) for o in run.outcomes] == [
+        ("failed", engine.BUSY),
+        ("done", ""),
+    ]
+    assert not failure_path(out, pairs[0].pair.key).exists()  # not the pair's own failure
+    again = bids_participant(cohort, out, FAKE, BidsSelection(["01"]), jobs=1)
+    assert [o.status for o in again.outcomes] == ["done", "skipped"]
 
 
 def test_results_of_other_settings_are_not_mixed(cohort: Path, tmp_path: Path) -> None:
@@ -333,7 +351,7 @@ def test_a_dask_cluster_gives_the_same_outputs_as_the_local_pool(
     for relative in files:
         if relative.name.endswith(".nii.gz"):
             assert np.array_equal(mask_array(local / relative), mask_array(on_dask / relative))
-        elif relative.name not in ("dataset_description.json", "lock"):
+        elif relative.name != "dataset_description.json":
             assert (local / relative).read_bytes() == (on_dask / relative).read_bytes(), relative
 
 
@@ -484,3 +502,55 @@ def test_the_example_cohorts_later_visit_keeps_the_earlier_lesions_and_adds_its_
     )
     assert not (earlier & (second.new_lesions.array > 0)).any()
     assert np.median(second.followup.array[earlier]) > 1000
+
+
+@pytest.mark.slow  # about 6 minutes on 2 cores: 4 real segment runs with the shipped model
+def test_the_example_cohort_end_to_end_with_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the README shows: the example cohort, participant then group level, then a rerun."""
+    from msnewlesions.example import write_example_cohort
+    from msnewlesions.metrics import dice
+
+    bids_dir, out = write_example_cohort(tmp_path / "bids"), tmp_path / "derivatives"
+    participant = ["bids", str(bids_dir), str(out), "participant", "-q"]
+    code, stdout, stderr = run_cli(participant, capsys)
+    assert code == 0, stderr
+    assert "4 pair(s): 4 segmented" in stdout
+    assert run_cli(["bids", str(bids_dir), str(out), "group", "-q"], capsys)[0] == 0
+    with (out / "group" / "new_lesions.tsv").open() as handle:
+        rows = {r["pair"]: r for r in csv.DictReader(handle, delimiter="\t")}
+    assert list(rows) == [
+        "sub-01_ses-02_desc-since01",
+        "sub-01_ses-03_desc-since02",
+        "sub-02_ses-02_desc-since01",
+        "sub-03_ses-02_desc-since01",
+    ]
+    # sessions.tsv: 2024-01-15T09:30, 2024-07-22T10:05, 2025-01-20T08:45.
+    assert rows["sub-01_ses-02_desc-since01"]["days_apart"] == "189.02"
+    assert rows["sub-01_ses-03_desc-since02"]["days_apart"] == "180.94"
+    for key, row in rows.items():
+        subject, session, desc = key.split("_")
+        truth = mask_array(
+            bids_dir
+            / "derivatives"
+            / "truth"
+            / subject
+            / session
+            / "anat"
+            / f"{subject}_{session}_desc-newlesions_mask.nii.gz"
+        )
+        found = mask_array(
+            out
+            / subject
+            / session
+            / "anat"
+            / f"{subject}_{session}_space-orig_label-newlesion_{desc}_mask.nii.gz"
+        )
+        assert row["status"] == "done"
+        if truth.any():
+            assert dice(found > 0, truth > 0) > 0.7, key
+        else:
+            assert row["new_lesion_count"] == "0", key
+    code, stdout, _ = run_cli(participant, capsys)
+    assert code == 0 and "0 segmented, 4 already complete" in stdout

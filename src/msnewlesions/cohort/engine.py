@@ -7,8 +7,9 @@
 * A worker that dies (kill -9, out of memory) loses the pairs in flight: they are recorded as
   failed, a fresh pool takes the rest. A driver that dies loses the pairs in flight (local
   workers die with it); a rerun finishes the rest.
-* One driver at a time per output folder (a lock in ``OUTPUT/.work``); leftovers of a killed run
-  are removed by the next one.
+* One process at a time per pair (a lock in ``OUTPUT/.work``), so that several drivers may
+  share an output folder (a job array over subjects); leftovers of a killed run are removed by
+  the next one to take the pair.
 * Progress (pairs done / total, time left) is logged after each pair.
 
 Local workers are spawned processes; each loads the network once and uses
@@ -177,17 +178,59 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text} (unexpected; please report it)"
 
 
+BUSY = "another msnewlesions run is segmenting this pair now; run again once it has ended"
+
+
+@contextmanager
+def pair_lock(outputs: PairOutputs) -> Iterator[bool]:
+    """Hold the pair's lock (``OUTPUT/.work/<key>.lock``) if no other process does: yields
+    whether it was taken. The system releases it when its holder dies, kill -9 included.
+
+    Taken, the pair's leftovers from killed runs (``.work/<key>.*``) are removed.
+    """
+    import fcntl
+
+    work = work_folder(outputs.root)
+    work.mkdir(parents=True, exist_ok=True)
+    key = outputs.pair.key
+    with (work / f"{key}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            for leftover in work.glob(f"{key}.*"):
+                if leftover.name != f"{key}.lock":
+                    shutil.rmtree(leftover, ignore_errors=True)
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def process_pair(outputs: PairOutputs, settings: SegmentSettings) -> PairOutcome:
-    """Segment one pair into ``outputs``; every failure becomes a failed outcome, never a raise."""
+    """Segment one pair into ``outputs``; every failure becomes a failed outcome, never a raise.
+
+    One process at a time per pair (:func:`pair_lock`), so that drivers sharing an output
+    folder (a job array over subjects) never write the same pair twice.
+    """
+    pair = outputs.pair
+    try:
+        with pair_lock(outputs) as taken:
+            if not taken:
+                return PairOutcome(pair.key, "failed", BUSY)
+            if outputs.is_complete():  # another run finished it since this one looked
+                return PairOutcome(pair.key, "skipped")
+            return _segment_and_publish(outputs, settings)
+    except OSError as error:
+        reason = f"cannot write into {outputs.root}: {error.strerror or error}"
+        return PairOutcome(pair.key, "failed", reason)
+
+
+def _segment_and_publish(outputs: PairOutputs, settings: SegmentSettings) -> PairOutcome:
     pair = outputs.pair
     start = time.perf_counter()
-    work = work_folder(outputs.root)
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{pair.key}.", dir=work))
-    except OSError as error:
-        reason = f"cannot write into {work}: {error.strerror or error}"
-        return PairOutcome(pair.key, "failed", reason, 0.0)
+    staging = Path(tempfile.mkdtemp(prefix=f"{pair.key}.", dir=work_folder(outputs.root)))
     try:
         (settings.segmenter or segment_into)(pair, staging / "result", settings)
         outputs.publish(staging / "result")
@@ -217,32 +260,6 @@ def record_lost(outputs: PairOutputs, reason: str) -> PairOutcome:
 
 
 # ------------------------------------------------------------------------------ the driver
-
-
-@contextmanager
-def run_lock(root: Path) -> Iterator[None]:
-    """One driver per output folder; leftovers of killed runs are cleared under the lock."""
-    import fcntl
-
-    work = work_folder(root)
-    work.mkdir(parents=True, exist_ok=True)
-    handle = (work / "lock").open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise MSNewLesionsError(
-            f"another msnewlesions run is writing {root}; wait for it to end, or choose "
-            "another output folder."
-        ) from None
-    try:
-        for leftover in work.iterdir():
-            if leftover.name != "lock":
-                shutil.rmtree(leftover, ignore_errors=True)
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 class Progress:
@@ -295,24 +312,13 @@ def run_pairs(
     if len(outcomes):
         logger.info("%d of %d pair(s) already complete, skipped", len(outcomes), len(pairs))
     if todo:
-        roots = {outputs.root for outputs in todo}
-        with _locks(sorted(roots)):
-            progress = Progress(len(todo))
-            if scheduler is not None:
-                results = _run_on_dask(todo, settings, scheduler, progress)
-            else:
-                results = _run_locally(todo, settings, jobs or default_jobs(), progress)
+        progress = Progress(len(todo))
+        if scheduler is not None:
+            results = _run_on_dask(todo, settings, scheduler, progress)
+        else:
+            results = _run_locally(todo, settings, jobs or default_jobs(), progress)
         outcomes.update((outcome.key, outcome) for outcome in results)
     return [outcomes[outputs.pair.key] for outputs in pairs]
-
-
-@contextmanager
-def _locks(roots: Sequence[Path]) -> Iterator[None]:
-    if not roots:
-        yield
-        return
-    with run_lock(roots[0]), _locks(roots[1:]):
-        yield
 
 
 def _worker_start(threads: int) -> None:
