@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_output
 
-.PHONY: install test test-all lint format demo benchmark clean container container-deps
+.PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,3 +60,7 @@ container:
 # debootstrap for a base image where no container registry is reachable.
 container-deps:
 	apt-get install -y --no-install-recommends podman runc debootstrap
+
+# The browser the report tests open pages in (Debian's chromium, headless), once, as root.
+browser-deps:
+	apt-get install -y --no-install-recommends chromium fonts-dejavu-core

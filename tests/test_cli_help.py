@@ -18,6 +18,15 @@ from tests.conftest import run_cli
         ),
         (["train"], ["(default: beside the dataset's raw folder)", "(default: 250)"]),
         (["synthesize"], ["(default: OUT/../anatomy)"]),
+        (
+            ["bids"],
+            [
+                "sub-*/ses-*/anat/*_FLAIR.nii.gz",
+                "as many as the memory holds at 3.5 GB each",
+                "--participant_label",
+            ],
+        ),
+        (["batch"], ["id,baseline,followup", "(default: the model shipped inside)"]),
     ],
 )
 def test_help_shows_the_defaults_its_options_state(
