@@ -152,6 +152,20 @@ def test_discovery_handles_runs_acquisitions_filters_and_lone_sessions(tmp_path:
     assert "sub-09: no FLAIR found" in only.notes
 
 
+def test_the_bids_apps_label_lists_are_read_as_repeated_options() -> None:
+    from msnewlesions.cli.cohort_commands import expand_label_lists
+
+    argv = ["bids", "in", "out", "participant", "--participant_label", "01", "02", "-q"]
+    assert expand_label_lists(argv) == [
+        "bids", "in", "out", "participant",
+        "--participant_label", "01", "--participant_label", "02", "-q",
+    ]  # fmt: skip
+    # Before the positional arguments, a label list is one label: they are not swallowed.
+    early = ["bids", "--session-label", "01", "in", "out", "group"]
+    assert expand_label_lists(early) == early
+    assert expand_label_lists(["segment", "--participant_label", "a", "b"])[-1] == "b"
+
+
 def test_a_dataset_that_is_not_a_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MSNewLesionsError, match="is not a folder"):
         discover_bids(tmp_path / "missing")

@@ -7,6 +7,7 @@ interrupted.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import typer
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning
     )
+    arguments = cohort_commands.expand_label_lists(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="msnewlesions", standalone_mode=True)
+        app(args=arguments, prog_name="msnewlesions", standalone_mode=True)
     except MSNewLesionsError as error:
         typer.echo(f"error: {error}", err=True)
         return 1

@@ -70,6 +70,33 @@ MatchSlices = Annotated[
 Tta = Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")]
 
 
+LABEL_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label")
+
+
+def expand_label_lists(argv: list[str]) -> list[str]:
+    """``bids ... --participant_label 01 02 03`` (the BIDS Apps form, a space-separated list)
+    as the repeated option the parser reads. Labels are taken up to the next option; only after
+    the three positional arguments, so that a label is never mistaken for one of them."""
+    if not argv or argv[0] != "bids":
+        return argv
+    expanded: list[str] = []
+    positionals, index = 0, 1
+    expanded.append(argv[0])
+    while index < len(argv):
+        token = argv[index]
+        expanded.append(token)
+        index += 1
+        if token in LABEL_OPTIONS and index < len(argv):
+            expanded.append(argv[index])
+            index += 1
+            while positionals >= 3 and index < len(argv) and not argv[index].startswith("-"):
+                expanded += [token, argv[index]]
+                index += 1
+        elif not token.startswith("-"):
+            positionals += 1
+    return expanded
+
+
 def _labels(values: list[str] | None) -> list[str]:
     """Labels given repeatedly or comma-separated."""
     return [part for value in values or [] for part in value.replace(",", " ").split()]
