@@ -91,6 +91,17 @@ def test_segment_writes_every_output(segmented: dict) -> None:
     assert segmented["predictor"].calls == 1
 
 
+def test_the_report_viewer_centres_both_visits_on_a_clicked_lesion(
+    segmented: dict, tmp_path: Path
+) -> None:
+    """Headless Chromium (skips without it): the viewer loads both scans and the overlay, and the
+    second lesion's row moves both cursors to its centre. The screenshot is tmp_path/viewer.png."""
+    from tests.browser import check_viewer_on_lesion
+
+    loaded = check_viewer_on_lesion(segmented["out"], tmp_path, lesion=2)
+    assert loaded.screenshot is not None and loaded.screenshot.stat().st_size > 50_000
+
+
 def test_lesions_have_the_known_count_volumes_and_mni_centres(segmented: dict) -> None:
     result, predictor = segmented["result"], segmented["predictor"]
     grid = result.labels_mni

@@ -63,3 +63,16 @@ def test_native_and_mni_lesions_agree_through_the_saved_transform(segmented_real
     assert all(d < 1.5 for d in large), agreement
     slice_mm = float(read_volume(out / "new_lesions.nii.gz").spacing.max())
     assert max(seen.values()) < slice_mm / 2 + 0.5, agreement
+
+
+def test_the_report_of_a_real_pair_opens_in_the_viewer(
+    segmented_real: dict, tmp_path: Path
+) -> None:
+    """Headless Chromium (skips without it): under 15 MB, ready, and lesion 2 centred."""
+    from tests.browser import check_viewer_on_lesion
+
+    report = segmented_real["out"] / "report.html"
+    assert report.stat().st_size < 15 * 1024**2
+    loaded = check_viewer_on_lesion(segmented_real["out"], tmp_path, lesion=2)
+    megabytes, ready = report.stat().st_size / 1e6, loaded.body["data-ready-ms"]
+    print(f"report {megabytes:.1f} MB, viewer ready {ready} ms")

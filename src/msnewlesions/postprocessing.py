@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from msnewlesions.io import Volume
 from msnewlesions.lesions import MIN_LESION_MM3, label_lesions
+from msnewlesions.location import lesion_locations
 from msnewlesions.preprocessing import registration
 
 
@@ -33,8 +34,11 @@ class Lesion:
     centroid_mni_mm: tuple[float, float, float]
     centroid_native_mm: tuple[float, float, float]
     max_probability: float
+    #: In the MAGNIMS sense (:mod:`msnewlesions.location`): periventricular, juxtacortical/cortical,
+    #: infratentorial or deep white matter.
+    location: str = ""
 
-    def as_row(self) -> dict[str, float | int]:
+    def as_row(self) -> dict[str, float | int | str]:
         row = asdict(self)
         mni, native = row.pop("centroid_mni_mm"), row.pop("centroid_native_mm")
         for axis, name in enumerate("xyz"):
@@ -59,6 +63,7 @@ LESION_TABLE_COLUMNS = (
     "native_x_mm",
     "native_y_mm",
     "native_z_mm",
+    "location",
 )
 
 
@@ -102,6 +107,7 @@ def lesion_table(
     centres_mni = labels_mni.index_to_world(centres.reshape(-1, 3))
     centres_native = registration.transform_points_ras(followup_to_mni, centres_mni)
     peaks = ndimage.maximum(probability.array, labels_mni.array, index)
+    locations = lesion_locations(labels_mni)
     return [
         Lesion(
             lesion_id=int(label),
@@ -111,6 +117,7 @@ def lesion_table(
             centroid_mni_mm=_point(centres_mni[i]),
             centroid_native_mm=_point(centres_native[i]),
             max_probability=float(np.atleast_1d(peaks)[i]),
+            location=locations[int(label)],
         )
         for i, label in enumerate(index)
     ]

@@ -21,6 +21,8 @@ import numpy as np
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import Lesion
 from msnewlesions.preprocessing.quality import QualityReport
+from msnewlesions.report.viewer import viewer_section
+from msnewlesions.report.wording import findings_sentence
 from msnewlesions.segment import SegmentationSummary
 
 #: Half the side of the square shown around each lesion, in mm (the grid is 1 mm).
@@ -187,19 +189,16 @@ def render_report(
     baseline: Volume,
     followup: Volume,
     labels: Volume,
+    interactive: bool = True,
 ) -> str:
     """The whole page as a string (``baseline``, ``followup``, ``labels``: the MNI grid the
-    network saw, as :class:`~msnewlesions.segment.Segmentation` holds them)."""
+    network saw, as :class:`~msnewlesions.segment.Segmentation` holds them). ``interactive``
+    embeds the viewer (:mod:`msnewlesions.report.viewer`); without it, the static page."""
     count = len(lesions)
-    total = sum(lesion.volume_mm3 for lesion in lesions)
     names = " / ".join(html.escape(str(v.get("path", ""))) for v in summary.inputs.values())
-    if count == 0:
-        verdict = '<div class="verdict none">No new lesion was found.</div>'
-    else:
-        verdict = (
-            f'<div class="verdict"><b>{count}</b> new lesion{"s" if count != 1 else ""}, '
-            f"total volume <b>{total:.0f} mm&sup3;</b> ({total / 1000:.2f} ml)</div>"
-        )
+    sentence = html.escape(findings_sentence(lesions))
+    verdict = f'<div class="verdict{" none" if count == 0 else ""}">{sentence}</div>'
+    viewer = viewer_section(baseline, followup, labels, lesions) if interactive else ""
     warnings = "".join(
         f'<div class="warning">&#9888; {html.escape(str(w))}</div>' for w in summary.warnings
     )
@@ -210,7 +209,8 @@ def render_report(
         nx, ny, nz = lesion.centroid_native_mm
         sections.append(
             f'<section class="lesion" id="lesion-{lesion.lesion_id}">'
-            f"<h3>Lesion {lesion.lesion_id}: {lesion.volume_mm3:.0f} mm&sup3;</h3>"
+            f"<h3>Lesion {lesion.lesion_id}: {lesion.volume_mm3:.0f} mm&sup3;, "
+            f"{html.escape(lesion.location or 'location not classified')}</h3>"
             f'<p class="muted">Centre MNI ({x:.0f}, {y:.0f}, {z:.0f}) mm; on the follow-up scan '
             f"({nx:.1f}, {ny:.1f}, {nz:.1f}) mm (RAS); maximum probability "
             f'{lesion.max_probability:.2f}</p><div class="views">'
@@ -240,15 +240,16 @@ def render_report(
         f'<p class="muted">{names}</p>'
         f"{verdict}{warnings}"
         '<p class="muted">A research support tool: every finding needs expert review. Views are '
-        "axial, on the registered and preprocessed images (MNI space; neurological convention: the "
+        "on the registered and preprocessed images (MNI space; neurological convention: the "
         "patient's right on the right); the mask on the follow-up's own grid is "
         "new_lesions.nii.gz.</p>"
-        f'<h2>Quality checks</h2><table class="qc">{_qc_rows(summary)}</table>'
+        + (f"<h2>Both visits</h2>{viewer}" if viewer else "")
+        + f'<h2>Quality checks</h2><table class="qc">{_qc_rows(summary)}</table>'
         "<h2>Registration check</h2>"
         '<p class="muted">The baseline\'s edges (blue lines) drawn on the follow-up: where the '
         "visits are aligned the lines run along the follow-up's own edges; a shift shows as a "
         "rim on one side of the ventricles, the cortex or an old lesion, the place where a "
         f'misregistration can pass for a new lesion.</p><div class="views">{checks}</div>'
-        + ("<h2>New lesions</h2>" + "".join(sections) if sections else "")
+        + ("<h2>New lesions (axial views)</h2>" + "".join(sections) if sections else "")
         + "</body></html>\n"
     )

@@ -1,0 +1,248 @@
+"""The report's viewer: both visits side by side in NiiVue, linked cursors, the new lesions
+overlaid, and a lesion list that moves both views to a lesion. Offline and in the page itself.
+
+NiiVue (``@niivue/niivue``, BSD-2-Clause) is a pinned asset of the package
+(``report/assets``: ``niivue.umd.js``, its record ``niivue.json`` and its licence;
+``scripts/refresh_niivue.py`` refreshes it from the npm registry). The volumes are the
+preprocessed pair the network saw (MNI grid) and the numbered lesions, embedded as gzipped NIfTI
+in base64: the images as 8-bit (their z-scores from -3 to 5 in 256 steps, scaled back by the
+header), the lesion numbers as 8 or 16-bit.
+
+For automated checks the page sets ``data-viewer="ready"`` on ``<body>`` once both scans and the
+overlay are loaded, ``data-viewer="error: <reason>"`` if they cannot be (no WebGL2, a failed load),
+``data-ready-ms`` (milliseconds from the page's start to ready), and after each move
+``data-cursor-baseline`` / ``data-cursor-followup`` (the cursor in MNI mm, JSON) and
+``data-selected-lesion``. ``#lesion=N`` in the address selects lesion N once ready, as a
+click on its row does.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import gzip
+import html
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from msnewlesions.io import Volume
+from msnewlesions.postprocessing import Lesion
+
+#: The z-score range the 8-bit images keep (the report's grey window is -2.5 to 4).
+IMAGE_RANGE = (-3.0, 5.0)
+
+
+@functools.lru_cache(maxsize=1)
+def niivue_script() -> str:
+    """NiiVue's UMD bundle (defines the global ``niivue``)."""
+    return (resources.files("msnewlesions.report") / "assets" / "niivue.umd.js").read_text(
+        encoding="utf-8"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def niivue_record() -> dict[str, Any]:
+    """Version, licence and checksums of the embedded NiiVue."""
+    text = (resources.files("msnewlesions.report") / "assets" / "niivue.json").read_text()
+    record: dict[str, Any] = json.loads(text)
+    return record
+
+
+def _nifti_base64(
+    array: np.ndarray, affine: np.ndarray, slope: float = 1.0, inter: float = 0.0
+) -> str:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_data_dtype(array.dtype)
+    image.header.set_slope_inter(slope, inter)
+    image.set_qform(affine, code=4)  # MNI
+    image.set_sform(affine, code=4)
+    return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=9, mtime=0)).decode()
+
+
+def encode_image(volume: Volume) -> str:
+    """An image as base64 gzipped NIfTI, 8-bit over :data:`IMAGE_RANGE` (zero stays zero)."""
+    low, high = IMAGE_RANGE
+    step = (high - low) / 254
+    values = np.clip(volume.array, low, high)
+    quantised = np.round((values - low) / step).astype(np.uint8) + 1
+    quantised[volume.array == 0] = 0  # outside the brain
+    # Stored 1..255 map back to low..high; 0 maps to low - step (below the window: black).
+    return _nifti_base64(quantised, volume.affine, step, low - step)
+
+
+def encode_labels(labels: Volume) -> str:
+    dtype = np.uint8 if labels.array.max() < 256 else np.uint16
+    return _nifti_base64(labels.array.astype(dtype), labels.affine)
+
+
+_STYLE = """
+#viewer{margin:1rem 0} #viewer .panes{display:flex;gap:.6rem;flex-wrap:wrap}
+#viewer .pane{flex:1 1 360px;min-width:300px} #viewer .frame{height:440px;position:relative}
+#viewer canvas{width:100%;height:100%;background:#000;border-radius:6px;display:block}
+#viewer .controls{display:flex;gap:1rem;flex-wrap:wrap;align-items:center;margin:.5rem 0;
+font-size:.9rem}
+#viewer table{border-collapse:collapse;font-size:.9rem;margin-top:.4rem}
+#viewer td,#viewer th{padding:.15rem .7rem;border-bottom:1px solid #e3e3e3;text-align:left}
+#viewer tr.lesion-row{cursor:pointer} #viewer tr.lesion-row:hover{background:#f2f6ff}
+#viewer tr.selected{background:#dde8ff} #viewer-fallback{background:#fff4e5;padding:.6rem 1rem}
+@media print{#viewer,#viewer-fallback{display:none}}
+"""
+
+_SCRIPT = r"""
+(async function () {
+  const body = document.body;
+  const data = JSON.parse(document.getElementById('viewer-data').textContent);
+  const fail = (reason) => {
+    body.dataset.viewer = 'error: ' + reason;
+    document.getElementById('viewer').hidden = true;
+    const note = document.getElementById('viewer-fallback');
+    note.hidden = false;
+    note.textContent = 'The interactive viewer cannot run here (' + reason +
+      '); the static views below are the report.';
+  };
+  try {
+    if (!document.createElement('canvas').getContext('webgl2')) {
+      fail('this browser has no WebGL2');
+      return;
+    }
+    const background = body.style.backgroundColor;
+    const open = async (canvas, image, name) => {
+      const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], crosshairColor: [1, 0.8, 0, 0.8],
+                                    crosshairWidth: 1, crosshairGap: 8, show3Dcrosshair: true,
+                                    isColorbar: false});
+      await nv.attachTo(canvas);
+      nv.addVolume(await niivue.NVImage.loadFromBase64(
+        {base64: image, name: name, colormap: 'gray', cal_min: -2.5, cal_max: 4.0,
+         trustCalMinMax: true}));
+      nv.addVolume(await niivue.NVImage.loadFromBase64(
+        {base64: data.lesions, name: 'new_lesions.nii.gz', colormap: 'red', opacity: 0.5,
+         cal_min: 0.5, cal_max: 1.0, trustCalMinMax: true}));
+      nv.setSliceType(nv.sliceTypeAxial);
+      return nv;
+    };
+    const views = [await open('viewer-baseline', data.baseline, 'baseline.nii.gz'),
+                   await open('viewer-followup', data.followup, 'followup.nii.gz')];
+    body.style.backgroundColor = background;
+    views[0].broadcastTo(views[1], {'2d': true, '3d': true});
+    views[1].broadcastTo(views[0], {'2d': true, '3d': true});
+    const record = () => {
+      const at = (nv) => JSON.stringify(Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3)
+        .map((v) => Math.round(v * 100) / 100));
+      body.dataset.cursorBaseline = at(views[0]);
+      body.dataset.cursorFollowup = at(views[1]);
+    };
+    views.forEach((nv) => { nv.onLocationChange = record; });
+    const goTo = (mm) => {
+      for (const nv of views) {
+        nv.scene.crosshairPos = nv.mm2frac(mm);
+        nv.drawScene();
+      }
+      record();
+    };
+    for (const row of document.querySelectorAll('#viewer tr.lesion-row')) {
+      row.addEventListener('click', () => {
+        for (const other of document.querySelectorAll('#viewer tr.selected')) {
+          other.classList.remove('selected');
+        }
+        row.classList.add('selected');
+        body.dataset.selectedLesion = row.dataset.lesion;
+        goTo(JSON.parse(row.dataset.mm));
+      });
+    }
+    const slicing = document.getElementById('viewer-slicing');
+    slicing.addEventListener('change', () => {
+      views.forEach((nv) => nv.setSliceType(Number(slicing.value)));
+    });
+    const opacity = document.getElementById('viewer-opacity');
+    opacity.addEventListener('input', () => {
+      views.forEach((nv) => nv.setOpacity(1, Number(opacity.value)));
+    });
+    const outline = document.getElementById('viewer-outline');
+    outline.addEventListener('change', () => {
+      views.forEach((nv) => { nv.overlayOutlineWidth = outline.checked ? 1 : 0; nv.drawScene(); });
+    });
+    const low = document.getElementById('viewer-low');
+    const high = document.getElementById('viewer-high');
+    const window_ = () => views.forEach((nv) => {
+      nv.volumes[0].cal_min = Number(low.value);
+      nv.volumes[0].cal_max = Number(high.value);
+      nv.updateGLVolume();
+    });
+    low.addEventListener('change', window_);
+    high.addEventListener('change', window_);
+    record();
+    body.dataset.readyMs = String(Math.round(performance.now()));
+    body.dataset.viewer = 'ready';
+    const wanted = /lesion=(\d+)/.exec(window.location.hash);
+    if (wanted) {
+      const row = document.querySelector('#viewer tr[data-lesion="' + wanted[1] + '"]');
+      if (row) row.click();
+    }
+  } catch (error) {
+    fail(error && error.message ? error.message : String(error));
+  }
+})();
+"""
+
+
+def lesion_rows(lesions: Sequence[Lesion]) -> str:
+    rows = []
+    for lesion in lesions:
+        mm = json.dumps([round(float(v), 2) for v in lesion.centroid_mni_mm])
+        rows.append(
+            f'<tr class="lesion-row" data-lesion="{lesion.lesion_id}" data-mm="{html.escape(mm)}">'
+            f"<td>{lesion.lesion_id}</td><td>{lesion.volume_mm3:.0f}</td>"
+            f"<td>{html.escape(lesion.location or 'n/a')}</td>"
+            f"<td>{lesion.max_probability:.2f}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def viewer_section(
+    baseline: Volume, followup: Volume, labels: Volume, lesions: Sequence[Lesion]
+) -> str:
+    """The viewer's HTML, its data and its scripts (NiiVue's included)."""
+    data = {
+        "baseline": encode_image(baseline),
+        "followup": encode_image(followup),
+        "lesions": encode_labels(labels),
+    }
+    record = niivue_record()
+    table = (
+        "<table><tr><th>lesion</th><th>volume (mm&sup3;)</th><th>location</th>"
+        f"<th>max. probability</th></tr>{lesion_rows(lesions)}</table>"
+        if lesions
+        else "<p>No new lesion: scroll both visits to review them.</p>"
+    )
+    return (
+        f"<style>{_STYLE}</style>"
+        '<p id="viewer-fallback" hidden></p>'
+        '<div id="viewer"><div class="controls">'
+        '<label>view <select id="viewer-slicing"><option value="0">axial</option>'
+        '<option value="1">coronal</option><option value="2">sagittal</option>'
+        '<option value="3">all three</option></select></label>'
+        '<label>lesion overlay <input id="viewer-opacity" type="range" min="0" max="1" '
+        'step="0.05" value="0.5"></label>'
+        '<label><input id="viewer-outline" type="checkbox"> outline only</label>'
+        '<label>window <input id="viewer-low" type="number" step="0.5" value="-2.5" '
+        'style="width:4em"> to <input id="viewer-high" type="number" step="0.5" value="4" '
+        'style="width:4em"> (z)</label></div>'
+        '<div class="panes"><div class="pane"><b>Baseline</b><div class="frame">'
+        '<canvas id="viewer-baseline"></canvas></div></div><div class="pane"><b>Follow-up</b>'
+        '<div class="frame"><canvas id="viewer-followup"></canvas></div></div></div>'
+        f"{table}"
+        '<p class="muted">Click a lesion to centre both visits on it. Scroll (wheel, or the '
+        "arrow and Page keys) to move through the slices; right-drag sets the window; the "
+        "cursors are linked. Both visits as the network saw them: registered, in MNI space. "
+        f"Viewer: NiiVue {html.escape(str(record['version']))} "
+        f"({html.escape(str(record['license']))}).</p></div>"
+        '<script id="viewer-data" type="application/json">'
+        f"{json.dumps(data)}</script>"
+        f"<script>{niivue_script()}</script><script>{_SCRIPT}</script>"
+    )
