@@ -37,12 +37,16 @@ def main() -> int:
     args = parser.parse_args()
     metadata = json.loads(fetch(f"{REGISTRY}/{args.version}"))
     if metadata.get("license") != "BSD-2-Clause":
-        print(f"NiiVue {metadata['version']} is {metadata.get('license')!r}, not BSD-2-Clause: "
-              "review its licence before embedding it.", file=sys.stderr)
+        print(
+            f"NiiVue {metadata['version']} is {metadata.get('license')!r}, not BSD-2-Clause: "
+            "review its licence before embedding it.",
+            file=sys.stderr,
+        )
         return 1
     tarball = fetch(metadata["dist"]["tarball"])
     algorithm, expected = metadata["dist"]["integrity"].split("-", 1)
-    if algorithm != "sha512" or base64.b64encode(hashlib.sha512(tarball).digest()).decode() != expected:
+    digest = base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    if algorithm != "sha512" or digest != expected:
         print("the downloaded tarball does not match the registry's integrity", file=sys.stderr)
         return 1
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:

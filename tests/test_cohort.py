@@ -186,9 +186,9 @@ def test_a_cohort_gives_its_pairs_with_bids_derivative_names(cohort: Path, tmp_p
             f"{orig}_mask.nii.gz",
             f"{orig}_mask.json",
             f"{orig}_lesions.tsv",
-            "sub-01_ses-03_space-MNI152NLin2009aAsym_label-newlesion_desc-since02_mask.nii.gz",
+            "sub-01_ses-03_space-MNI152NLin2009aSym_label-newlesion_desc-since02_mask.nii.gz",
             "sub-01_ses-03_desc-since02_report.html",
-            "sub-01_ses-03_from-orig_to-MNI152NLin2009aAsym_mode-image_desc-since02_xfm.tfm",
+            "sub-01_ses-03_from-orig_to-MNI152NLin2009aSym_mode-image_desc-since02_xfm.tfm",
         ]
     )
     # The new cube of ses-03 (B) alone, on the follow-up's grid.

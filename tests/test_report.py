@@ -73,7 +73,7 @@ def summary(
 def test_report_is_self_contained_with_four_views_per_lesion_and_a_registration_check() -> None:
     baseline, followup, labels, table = volumes()
     page = render_report(summary(), table, baseline, followup, labels)
-    assert "<b>2</b> new lesions" in page
+    assert re.search(r"2 new lesions \(0\.\d\d ml\): ", page)
     assert page.count('class="lesion"') == 2
     assert page.count('alt="registration check: baseline edges on the follow-up"') == 2
     # The pair's check runs through the lesions' own axial slices.
@@ -149,3 +149,35 @@ def test_the_report_says_what_slice_matching_did(
     row = re.search(r"<td>Slice matching before the comparison</td><td>([^<]*)</td>", page)
     assert row is not None
     assert expected in row.group(1)
+
+
+def test_the_viewer_travels_inside_the_page_with_its_licence_recorded(tmp_path: Path) -> None:
+    from msnewlesions.report.viewer import niivue_record, niivue_script
+
+    baseline, followup, labels, table = volumes()
+    page = render_report(summary(), table, baseline, followup, labels)
+    record = niivue_record()
+    assert record["license"] == "BSD-2-Clause" and record["version"] in page
+    assert niivue_script() in page  # the script itself, not a link to it
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from a network
+    # One row per lesion in the viewer's list, with its location, and the static views kept.
+    assert page.count('class="lesion-row"') == 2
+    assert page.count('class="lesion" id="lesion-') == 2
+    static = render_report(summary(), table, baseline, followup, labels, interactive=False)
+    assert 'id="viewer"' not in static and 'class="lesion" id="lesion-1"' in static
+
+
+def test_without_webgl2_the_page_says_so_and_keeps_the_static_views(tmp_path: Path) -> None:
+    from tests import browser
+
+    baseline, followup, labels, table = volumes()
+    page = tmp_path / "report.html"
+    page.write_text(render_report(summary(), table, baseline, followup, labels), encoding="utf-8")
+    flags = browser.FLAGS
+    try:
+        browser.FLAGS = [*flags, "--disable-webgl", "--disable-3d-apis"]
+        loaded = browser.open_page(page, tmp_path / "profile")
+    finally:
+        browser.FLAGS = flags
+    assert loaded.body["data-viewer"] == "error: this browser has no WebGL2"
+    assert loaded.console_errors == []

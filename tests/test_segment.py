@@ -153,6 +153,8 @@ def test_table_summary_and_masks_agree(segmented: dict) -> None:
     assert summary["new_lesion_count"] == len(rows) == 2
     assert summary["new_lesion_volume_mm3"] == 91.0
     assert [float(r["volume_mm3"]) for r in rows] == [64.0, 27.0]
+    # Both cubes sit in the centrum semiovale, away from ventricles and cortex (test_location.py).
+    assert [r["location"] for r in rows] == ["deep white matter", "deep white matter"]
     mni = read_volume(out / "new_lesions_mni.nii.gz")
     assert int(mni.array.sum()) == 91
     assert len(summary["inputs"]["baseline"]["sha256"]) == 64

@@ -7,15 +7,15 @@ Two layouts, one contract (:class:`PairOutputs`):
   (``desc`` is the entity BIDS keeps for telling apart derivatives of one source; a custom entity
   would fail the validator, and the follow-up session alone is ambiguous once ``--pairs first``
   and ``consecutive`` both ran). ``space-orig`` is the follow-up's own grid (BIDS' reserved
-  label); ``space-MNI152NLin2009aAsym`` is the template of the MNI grid (nilearn's ICBM 2009a
-  asymmetric, at 1 mm, cropped to the brain)::
+  label); ``space-MNI152NLin2009aSym`` is the template of the MNI grid (nilearn's ICBM 2009a
+  symmetric: its files are named tal_nlin_sym_09a; at 1 mm, cropped to the brain)::
 
       sub-S_ses-F_space-orig_label-newlesion_desc-sinceB_mask.nii.gz   the mask (uint8)
       sub-S_ses-F_space-orig_label-newlesion_desc-sinceB_mask.json     sidecar + summary
-      sub-S_ses-F_space-MNI152NLin2009aAsym_label-newlesion_desc-sinceB_mask.nii.gz
+      sub-S_ses-F_space-MNI152NLin2009aSym_label-newlesion_desc-sinceB_mask.nii.gz
       sub-S_ses-F_space-orig_label-newlesion_desc-sinceB_lesions.tsv   one row per lesion
       sub-S_ses-F_desc-sinceB_report.html
-      sub-S_ses-F_from-orig_to-MNI152NLin2009aAsym_mode-image_desc-sinceB_xfm.tfm
+      sub-S_ses-F_from-orig_to-MNI152NLin2009aSym_mode-image_desc-sinceB_xfm.tfm
 
   Each file is moved into place whole; the sidecar (which holds ``summary.json``'s content) goes
   last, so it marks a complete pair.
@@ -41,8 +41,8 @@ from msnewlesions.atomic import atomic_file, write_json_atomically, write_text_a
 from msnewlesions.cohort.pairs import Pair, since
 from msnewlesions.errors import MSNewLesionsError
 
-#: The template space of the MNI outputs (nilearn's template is ICBM 2009a, asymmetric).
-MNI_SPACE = "MNI152NLin2009aAsym"
+#: The template space of the MNI outputs (nilearn's template is ICBM 2009a, symmetric).
+MNI_SPACE = "MNI152NLin2009aSym"
 BIDS_VERSION = "1.10.0"
 WORK_FOLDER = ".work"
 LOGS_FOLDER = "logs"

@@ -97,6 +97,8 @@ font-size:.9rem}
 _SCRIPT = r"""
 (async function () {
   const body = document.body;
+  const marks = {start: Math.round(performance.now())};
+  const mark = (name) => { marks[name] = Math.round(performance.now()); };
   const data = JSON.parse(document.getElementById('viewer-data').textContent);
   const fail = (reason) => {
     body.dataset.viewer = 'error: ' + reason;
@@ -117,17 +119,26 @@ _SCRIPT = r"""
                                     crosshairWidth: 1, crosshairGap: 8, show3Dcrosshair: true,
                                     isColorbar: false});
       await nv.attachTo(canvas);
-      nv.addVolume(await niivue.NVImage.loadFromBase64(
+      mark(canvas + ' attached');
+      const scan = await niivue.NVImage.loadFromBase64(
         {base64: image, name: name, colormap: 'gray', cal_min: -2.5, cal_max: 4.0,
-         trustCalMinMax: true}));
-      nv.addVolume(await niivue.NVImage.loadFromBase64(
+         trustCalMinMax: true});
+      mark(canvas + ' decoded');
+      nv.addVolume(scan);
+      mark(canvas + ' scan added');
+      const overlay = await niivue.NVImage.loadFromBase64(
         {base64: data.lesions, name: 'new_lesions.nii.gz', colormap: 'red', opacity: 0.5,
-         cal_min: 0.5, cal_max: 1.0, trustCalMinMax: true}));
+         cal_min: 0.5, cal_max: 1.0, trustCalMinMax: true});
+      mark(canvas + ' overlay decoded');
+      nv.addVolume(overlay);
+      mark(canvas + ' overlay added');
       nv.setSliceType(nv.sliceTypeAxial);
+      mark(canvas + ' loaded');
       return nv;
     };
-    const views = [await open('viewer-baseline', data.baseline, 'baseline.nii.gz'),
-                   await open('viewer-followup', data.followup, 'followup.nii.gz')];
+    // Both views at once: their WebGL set-up (shader compilation) and loading overlap.
+    const views = await Promise.all([open('viewer-baseline', data.baseline, 'baseline.nii.gz'),
+                                     open('viewer-followup', data.followup, 'followup.nii.gz')]);
     body.style.backgroundColor = background;
     views[0].broadcastTo(views[1], {'2d': true, '3d': true});
     views[1].broadcastTo(views[0], {'2d': true, '3d': true});
@@ -177,7 +188,9 @@ _SCRIPT = r"""
     low.addEventListener('change', window_);
     high.addEventListener('change', window_);
     record();
-    body.dataset.readyMs = String(Math.round(performance.now()));
+    mark('ready');
+    body.dataset.timing = JSON.stringify(marks);
+    body.dataset.readyMs = String(marks.ready);
     body.dataset.viewer = 'ready';
     const wanted = /lesion=(\d+)/.exec(window.location.hash);
     if (wanted) {
