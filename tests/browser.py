@@ -53,7 +53,7 @@ def open_page(
     common = [*FLAGS, f"--user-data-dir={profile}"]
     dumped = subprocess.run(
         [browser, *common, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True, encoding="utf-8", errors="replace", timeout=300, check=True,
     )  # fmt: skip
     match = re.search(r"<body([^>]*)>", dumped.stdout)
     assert match is not None, dumped.stdout[:500]

@@ -403,7 +403,7 @@ def test_the_group_table_matches_the_per_pair_summaries(
     assert by_pair["sub-03_ses-a_desc-sinceb"]["days_apart"] == "151"
     assert by_pair["sub-01_ses-02_desc-since01"]["days_apart"] == "n/a"
     assert by_pair["sub-02_ses-02_desc-since01"]["qc_warnings"] == "follow-up brighter than 1000"
-    page = (out / "group" / "report.html").read_text()
+    page = (out / "group" / "report.html").read_text("utf-8")
     assert "4 pair(s) of 3 subject(s): 4 done, 0 failed" in page
     # Every pair has new lesions: each is linked from "need a look" and from "every pair".
     assert page.count('_report.html">report</a>') == 2 * 4

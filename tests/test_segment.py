@@ -190,7 +190,7 @@ def test_segment_applies_the_models_own_postprocessing(example: dict, tmp_path: 
         example["baseline"], example["followup"], tmp_path / "o", None, options, predictor=predictor
     )
     assert none.lesions == [] and not none.new_lesions.array.any()
-    assert "No new lesion was found." in (tmp_path / "o" / "report.html").read_text()
+    assert "No new lesion was found." in (tmp_path / "o" / "report.html").read_text("utf-8")
 
 
 @pytest.fixture(scope="module")

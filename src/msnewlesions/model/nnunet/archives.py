@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -17,12 +18,89 @@ from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.model.nnunet.environment import CHANNEL_NAMES
 
 
+def _plain_numpy_types() -> list[Any]:
+    """The numpy types nnU-Net's checkpoints hold (its logs keep numpy floats): data, not code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or getattr(np, "core")  # noqa: B009 (numpy 1 and 2)
+    scalar = core.multiarray.scalar
+    dtypes = [type(np.dtype(kind)) for kind in ("f2", "f4", "f8", "i4", "i8", "u1", "?")]
+    return [np.dtype, scalar, *dtypes]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint as a dict (on the CPU)."""
+    """A checkpoint as a dict (on the CPU), loaded so that it can never run code.
+
+    ``torch.load(weights_only=True)``: tensors and plain Python data, plus the numpy scalars
+    nnU-Net logs with. A pickle that names anything else (a crafted file could name a function
+    to call) is refused before anything in it is built.
+    """
+    import pickle
+
     import torch
 
-    checkpoint: dict[str, Any] = torch.load(str(path), map_location="cpu", weights_only=False)
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_plain_numpy_types()):
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({named.group(1)})" if named else ""
+        raise MSNewLesionsError(
+            f"{path} holds more than weights and plain data{what}; it is refused, as loading it "
+            "could run code. Use a checkpoint made by msnewlesions or nnU-Net that you trust."
+        ) from None
+    except (OSError, EOFError, RuntimeError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MSNewLesionsError(
+            f"{path} is not a readable checkpoint ({first}); download or copy it again."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise MSNewLesionsError(f"{path} is not an nnU-Net checkpoint (not a dictionary).")
     return checkpoint
+
+
+#: Where a model's plans may take their network classes from (plans.json names them and nnU-Net
+#: imports whatever they name): dynamic-network-architectures, this package's networks, torch.nn.
+NETWORK_MODULES = ("dynamic_network_architectures.", "msnewlesions.model.networks.")
+LAYER_MODULES = ("torch.nn.",)
+
+
+def check_plans(plans: dict[str, Any], where: str | Path) -> None:
+    """Refuse plans whose network or layer classes come from anywhere else than
+    :data:`NETWORK_MODULES` / :data:`LAYER_MODULES`: nnU-Net would import them."""
+    for name, configuration in (plans.get("configurations") or {}).items():
+        architecture = (
+            configuration.get("architecture") if isinstance(configuration, dict) else None
+        )
+        if not architecture:
+            continue
+        network = str(architecture.get("network_class_name", ""))
+        if not network.startswith(NETWORK_MODULES):
+            raise MSNewLesionsError(
+                f"{where}: configuration {name} names the network {network!r}, which is not one "
+                "of dynamic-network-architectures' or msnewlesions'; the model is refused."
+            )
+        arguments = architecture.get("arch_kwargs") or {}
+        for key in architecture.get("_kw_requires_import") or []:
+            value = arguments.get(key)
+            if value is not None and not str(value).startswith(LAYER_MODULES):
+                raise MSNewLesionsError(
+                    f"{where}: configuration {name} names {value!r} for {key}, not a torch.nn "
+                    "class; the model is refused."
+                )
+
+
+TRAINER_NAME = re.compile(r"nnUNetTrainer\w*")
+
+
+def check_trainer_name(name: object, where: str | Path) -> str:
+    """A trainer class name that nnU-Net looks up among its own trainers and ours."""
+    if not isinstance(name, str) or not TRAINER_NAME.fullmatch(name):
+        raise MSNewLesionsError(
+            f"{where} names the trainer {name!r}, not an nnU-Net trainer class; refused."
+        )
+    return name
 
 
 def check_model(model: str | Path) -> Path:
@@ -33,7 +111,17 @@ def check_model(model: str | Path) -> Path:
     for name in ("plans.json", "dataset.json"):
         if not (model / name).exists():
             raise MSNewLesionsError(f"{model} is not an nnU-Net model folder (no {name}).")
-    channels = json.loads((model / "dataset.json").read_text()).get("channel_names", {})
+    try:
+        plans = json.loads((model / "plans.json").read_text())
+        dataset = json.loads((model / "dataset.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MSNewLesionsError(
+            f"{model}: plans.json or dataset.json is not JSON ({error})."
+        ) from None
+    if not isinstance(plans, dict) or not isinstance(dataset, dict):
+        raise MSNewLesionsError(f"{model}: plans.json and dataset.json must be JSON objects.")
+    check_plans(plans, model / "plans.json")
+    channels = dataset.get("channel_names", {})
     if len(channels) != len(CHANNEL_NAMES):
         raise MSNewLesionsError(
             f"model {model} takes {len(channels)} input channel(s); a new-lesion model takes 2 "
@@ -142,6 +230,8 @@ def import_model(zip_path: str | Path, destination: str | Path) -> Path:
     with tempfile.TemporaryDirectory(dir=destination) as scratch:
         _extract(zip_path, Path(scratch))
         found = _model_folder_in(Path(scratch))
+        for checkpoint in sorted(found.glob("fold_*/*.pth")):
+            load_checkpoint(checkpoint)  # refused here, before it is installed, if not plain
         relative = found.relative_to(scratch)
         target = destination / relative
         if target.exists():

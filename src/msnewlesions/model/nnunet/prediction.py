@@ -15,7 +15,12 @@ import numpy as np
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.lesions import PostprocessingSettings, model_postprocessing
-from msnewlesions.model.nnunet.archives import open_model
+from msnewlesions.model.nnunet.archives import (
+    check_plans,
+    check_trainer_name,
+    load_checkpoint,
+    open_model,
+)
 from msnewlesions.model.nnunet.environment import check_device, nnunet_environment, quiet
 
 
@@ -50,12 +55,52 @@ def _load_predictor(
             verbose_preprocessing=False,
             allow_tqdm=False,
         )
-        predictor.initialize_from_trained_model_folder(
-            str(model),
-            use_folds=tuple(f if f == "all" else int(f) for f in chosen),
-            checkpoint_name=checkpoint,
-        )
+        _initialize(predictor, model, chosen, checkpoint)
     return predictor, chosen
+
+
+def _initialize(predictor: Any, model: Path, folds: Sequence[str], checkpoint_name: str) -> None:
+    """nnU-Net's ``initialize_from_trained_model_folder``, with every checkpoint loaded by
+    :func:`~msnewlesions.model.nnunet.archives.load_checkpoint` (never code) and the plans and
+    trainer name checked before nnU-Net imports what they name."""
+    import json
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((model / "dataset.json").read_text())
+    plans = json.loads((model / "plans.json").read_text())
+    check_plans(plans, model / "plans.json")
+    plans_manager = PlansManager(plans)
+    parameters = []
+    for index, fold in enumerate(folds):
+        path = model / f"fold_{fold}" / checkpoint_name
+        checkpoint = load_checkpoint(path)
+        if index == 0:
+            trainer_name = check_trainer_name(checkpoint.get("trainer_name"), path)
+            configuration_name = checkpoint["init_args"]["configuration"]
+            mirroring = checkpoint.get("inference_allowed_mirroring_axes")
+        parameters.append(checkpoint["network_weights"])
+    configuration = plans_manager.get_configuration(configuration_name)
+    inputs = determine_num_input_channels(plans_manager, configuration, dataset_json)
+    outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    if trainer_class is None:
+        raise MSNewLesionsError(f"{model}: trainer {trainer_name} is neither nnU-Net's nor ours.")
+    network = trainer_class.build_network_architecture(
+        plans_manager, configuration, inputs, outputs, enable_deep_supervision=False
+    )
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(
+        network,
+        plans_manager,
+        configuration,
+        parameters,
+        dataset_json,
+        trainer_name,
+        tuple(mirroring) if mirroring is not None else None,
+    )
 
 
 class NewLesionPredictor:

@@ -101,6 +101,7 @@ def check_initial_weights(initial_weights: str | Path | None, resume: bool) -> N
         )
     if not Path(initial_weights).is_file():
         raise MSNewLesionsError(f"--initial-weights: {initial_weights} is not a checkpoint file.")
+    load_checkpoint(initial_weights)  # never code: refused here, before any work
 
 
 def _load_initial_weights(trainer: Any, checkpoint: Path) -> None:

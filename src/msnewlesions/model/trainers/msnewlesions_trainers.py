@@ -33,6 +33,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.schedule import TRAINER_ATTRIBUTES, TrainingSchedule
 
 PLATEAU_FACTOR = 0.2  # divided by 5
@@ -109,18 +110,41 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
         if self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(filename)
             checkpoint["lr_scheduler_state"] = self.lr_scheduler.state_dict()
             checkpoint["annealed"] = self.annealed
             checkpoint["msnewlesions_schedule"] = self.schedule.as_dict()
             torch.save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: dict[str, Any] | str) -> None:
-        """nnU-Net's state, then the plateau rule's, the annealing flag and the schedule."""
-        super().load_checkpoint(filename_or_checkpoint)
+        """nnU-Net's state, then the plateau rule's, the annealing flag and the schedule.
+
+        nnU-Net's own ``load_checkpoint`` unpickles the file with ``weights_only=False`` (a
+        crafted file would run code) and mishandles a dict; this is its logic with the file
+        loaded by :func:`~msnewlesions.model.nnunet.archives.load_checkpoint` (never code).
+        """
+        if not self.was_initialized:
+            self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(checkpoint)
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # a compiled network's own module
+        own = network.state_dict().keys()
+        weights = {
+            key[7:] if key not in own and key.startswith("module.") else key: value
+            for key, value in checkpoint["network_weights"].items()
+        }
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        if "inference_allowed_mirroring_axes" in checkpoint:
+            self.inference_allowed_mirroring_axes = checkpoint["inference_allowed_mirroring_axes"]
+        network.load_state_dict(weights)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
         if "lr_scheduler_state" in checkpoint:
             self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler_state"])
         self.annealed = bool(checkpoint.get("annealed", False))
