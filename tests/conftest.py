@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,17 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 OPEN_MS_DATA = Path(
     os.environ.get("MSNEWLESIONS_OPEN_MS_DATA", REPOSITORY.parent / "shared/data/open_ms_data")
 )
+
+
+@pytest.fixture(autouse=True)
+def _command_line_logging_ends_with_its_test() -> Iterator[None]:
+    """The command line points the package's log at the stderr of its moment (a test's capture);
+    a later test must not log into that closed stream."""
+    yield
+    package = logging.getLogger("msnewlesions")
+    package.handlers.clear()
+    package.propagate = True
+    package.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

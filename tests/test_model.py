@@ -136,8 +136,12 @@ def test_weights_of_another_network_are_refused(chain: dict, tmp_path: Path) -> 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     preprocessed = chain["fold"].parents[3] / "preprocessed"
-    for weights in (other, garbage):
-        with pytest.raises(MSNewLesionsError, match="does not hold weights of this dataset's"):
+    expected = {
+        other: "does not hold weights of this dataset's",
+        garbage: "not a readable checkpoint",
+    }
+    for weights, message in expected.items():
+        with pytest.raises(MSNewLesionsError, match=message):
             nnunet.train(
                 preprocessed,
                 tmp_path / "results",

@@ -44,6 +44,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_plain_numpy_types()):
             checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not re.search(r"GLOBAL|allowlisted|reduce", str(error)):  # not a pickle of ours at all
+            raise MSNewLesionsError(
+                f"{path} is not a readable checkpoint; download or copy it again."
+            ) from None
         named = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = f" ({named.group(1)})" if named else ""
         raise MSNewLesionsError(
