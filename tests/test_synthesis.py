@@ -306,6 +306,7 @@ def test_the_real_lesion_library_and_a_real_anatomy(open_ms_data: Path) -> None:
     assert np.median(pair.followup.array[label]) > np.median(pair.followup.array[~label]) + 0.5
 
 
+@pytest.mark.slow  # a real preprocessing of synthetic native pairs: the default run's heaviest
 def test_preprocessed_pairs_are_written_as_segment_gives_them_to_the_network(
     anatomy, library, tmp_path: Path
 ) -> None:
