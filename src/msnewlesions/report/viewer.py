@@ -242,7 +242,7 @@ def viewer_section(
         '<option value="3">all three</option></select></label>'
         '<label>lesion overlay <input id="viewer-opacity" type="range" min="0" max="1" '
         'step="0.05" value="0.5"></label>'
-        '<label><input id="viewer-outline" type="checkbox"> outline only</label>'
+        '<label><input id="viewer-outline" type="checkbox"> outline the lesions</label>'
         '<label>window <input id="viewer-low" type="number" step="0.5" value="-2.5" '
         'style="width:4em"> to <input id="viewer-high" type="number" step="0.5" value="4" '
         'style="width:4em"> (z)</label></div>'
