@@ -82,12 +82,11 @@ def _inside(
 
 @dataclass(frozen=True)
 class LocationMaps:
-    """On the template's 1 mm grid: the ventricles, the cortex, the infratentorial region."""
+    """On the template's 1 mm grid: the ventricles and the cortex."""
 
     grid: Volume
     ventricles: np.ndarray
     cortex: np.ndarray
-    infratentorial: np.ndarray
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,9 +98,7 @@ def location_maps() -> LocationMaps:
     ventricles = np.isin(labels, np.nonzero(sizes >= 500)[0]) & (labels > 0)
     grey = template.mni_grey_matter().array > 0.5
     cortex = grey & ~_inside(grid, (-30, -35, -12), (30, 25, 28))
-    x, y, z = _coordinates(grid)
-    points = np.stack(np.broadcast_arrays(x, y, z), axis=-1).reshape(-1, 3)
-    return LocationMaps(grid, ventricles, cortex, below_tentorium(points).reshape(grid.shape))
+    return LocationMaps(grid, ventricles, cortex)
 
 
 def _near(mask: np.ndarray, index: np.ndarray, distance_mm: float, spacing: np.ndarray) -> bool:
@@ -118,12 +115,13 @@ def _near(mask: np.ndarray, index: np.ndarray, distance_mm: float, spacing: np.n
 
 def lesion_location(points_mm: np.ndarray) -> str:
     """The class of a lesion made of these MNI points (its voxels' centres, N x 3 RAS mm)."""
+    points_mm = np.asarray(points_mm, dtype=float)
+    if below_tentorium(points_mm).mean() >= 0.5:  # the lesion's own points: no map needed
+        return INFRATENTORIAL
     maps = location_maps()
-    index = np.round(maps.grid.world_to_index(np.asarray(points_mm, dtype=float))).astype(int)
+    index = np.round(maps.grid.world_to_index(points_mm)).astype(int)
     index = np.unique(np.clip(index, 0, np.array(maps.grid.shape) - 1), axis=0)
     spacing = np.asarray(maps.grid.spacing, dtype=float)
-    if maps.infratentorial[tuple(index.T)].mean() >= 0.5:
-        return INFRATENTORIAL
     if _near(maps.ventricles, index, PERIVENTRICULAR_MM, spacing):
         return PERIVENTRICULAR
     if _near(maps.cortex, index, JUXTACORTICAL_MM, spacing):

@@ -241,21 +241,24 @@ def _segment_and_publish(outputs: PairOutputs, settings: SegmentSettings) -> Pai
         reason = one_line(error)
         if not isinstance(error, MSNewLesionsError):
             logger.exception("%s: unexpected error", pair.key)
-        try:
-            record_failure(outputs.root, pair.key, reason)
-        except OSError as record_error:
-            logger.error("%s: could not record the failure: %s", pair.key, record_error)
+        _record(outputs, reason)
         seconds = round(time.perf_counter() - start, 1)
         return PairOutcome(pair.key, "failed", reason, seconds, peak_memory_mb())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def record_lost(outputs: PairOutputs, reason: str) -> PairOutcome:
+def _record(outputs: PairOutputs, reason: str) -> None:
+    """The pair's failure record; a folder that cannot take it leaves the reason in the log."""
     try:
         record_failure(outputs.root, outputs.pair.key, reason)
-    except OSError:
-        pass
+    except OSError as error:
+        logger.error("%s: could not record the failure: %s", outputs.pair.key, error)
+
+
+def record_lost(outputs: PairOutputs, reason: str) -> PairOutcome:
+    """A pair lost with its worker: failed, with its record."""
+    _record(outputs, reason)
     return PairOutcome(outputs.pair.key, "failed", reason)
 
 
