@@ -90,3 +90,91 @@ def check_viewer_on_lesion(folder: Path, tmp_path: Path, lesion: int = 2) -> Loa
         # The cursor snaps to the voxel (1 mm) that holds the centre.
         assert max(abs(a - b) for a, b in zip(cursor, centre, strict=True)) <= 0.51, (view, centre)
     return loaded
+
+
+class DevToolsPage:
+    """A page in a headless Chromium driven over the DevTools protocol, for what ``--dump-dom``
+    cannot do: wheel turns, clicks and key presses, then reading the page back."""
+
+    def __init__(self, page: Path, profile: Path, fragment: str = "") -> None:
+        import socket
+        import time
+        import urllib.request
+
+        from tornado.ioloop import IOLoop
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        flags = [flag for flag in FLAGS if not flag.startswith("--virtual-time-budget")]
+        self._process = subprocess.Popen(
+            [chromium(), *flags, f"--user-data-dir={profile}",
+             f"--remote-debugging-port={port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._loop = IOLoop(make_current=False)
+        self._counter = 0
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        self._socket = self._loop.run_sync(lambda: self._connect(port), timeout=60)
+        url = page.as_uri() + (f"#{fragment}" if fragment else "")
+        self.call("Page.navigate", url=url)
+
+    async def _connect(self, port: int):  # type: ignore[no-untyped-def]
+        import json
+        import urllib.request
+
+        from tornado.websocket import websocket_connect
+
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
+        target = next(t for t in targets if t["type"] == "page")
+        return await websocket_connect(target["webSocketDebuggerUrl"], max_message_size=1 << 30)
+
+    def call(self, method: str, **params: object) -> dict:
+        import json
+
+        self._counter += 1
+        number = self._counter
+
+        async def exchange() -> dict:
+            request = {"id": number, "method": method, "params": params}
+            self._socket.write_message(json.dumps(request))
+            while True:
+                message = json.loads(await self._socket.read_message())
+                if message.get("id") == number:
+                    return message
+
+        return self._loop.run_sync(exchange, timeout=120)
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"]["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 120) -> object:
+        import time
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"{expression} stayed false for {seconds} s")
+
+    def centre_of(self, element_id: str) -> tuple[float, float]:
+        import json
+
+        box = json.loads(str(self.evaluate(
+            f"JSON.stringify(document.getElementById('{element_id}').getBoundingClientRect())"
+        )))  # fmt: skip
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def close(self) -> None:
+        self._socket.close()
+        self._process.terminate()
+        self._process.wait()
+        self._loop.close()

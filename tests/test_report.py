@@ -181,3 +181,52 @@ def test_without_webgl2_the_page_says_so_and_keeps_the_static_views(tmp_path: Pa
         browser.FLAGS = flags
     assert loaded.body["data-viewer"] == "error: this browser has no WebGL2"
     assert loaded.console_errors == []
+
+
+def test_wheel_and_keys_move_both_visits_through_the_slices_together(tmp_path: Path) -> None:
+    """Headless Chromium over DevTools (skips without it): a wheel turn on the baseline moves
+    both views' cursors through the axial slices; after a click on a view, the arrow keys move
+    one slice (1 mm on this grid) and Page Up five, on both views."""
+    import json
+
+    from tests.browser import DevToolsPage
+
+    baseline, followup, labels, table = volumes()
+    page = tmp_path / "report.html"
+    page.write_text(render_report(summary(), table, baseline, followup, labels), encoding="utf-8")
+    session = DevToolsPage(page, tmp_path / "profile", "lesion=1")
+    try:
+        assert session.wait_for("document.body.dataset.viewer") == "ready"
+
+        def cursors() -> tuple[list[float], list[float]]:
+            both = [
+                json.loads(str(session.evaluate(f"document.body.dataset.{name}")))
+                for name in ("cursorBaseline", "cursorFollowup")
+            ]
+            return both[0], both[1]
+
+        start, other = cursors()
+        assert start == other
+        x, y = session.centre_of("viewer-baseline")
+        for _ in range(3):
+            session.call("Input.dispatchMouseEvent", type="mouseWheel", x=x, y=y, deltaX=0,
+                         deltaY=-100)  # fmt: skip
+        wheeled, other = cursors()
+        assert wheeled == other and abs(wheeled[2] - start[2]) >= 2  # three slices, in z
+        session.call("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left",
+                     clickCount=1)  # fmt: skip
+        session.call("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left",
+                     clickCount=1)  # fmt: skip
+        for key, code, step in (("ArrowUp", 38, 1), ("ArrowDown", 40, -1), ("PageUp", 33, 5)):
+            before, _ = cursors()
+            session.call("Input.dispatchKeyEvent", type="rawKeyDown", key=key, code=key,
+                         windowsVirtualKeyCode=code)  # fmt: skip
+            session.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=key,
+                         windowsVirtualKeyCode=code)  # fmt: skip
+            after, other = cursors()
+            assert after == other, key
+            # The key snaps the cursor to the voxel centres (a click may leave it between them).
+            assert all(abs(a - b) <= 0.5 for a, b in zip(after[:2], before[:2], strict=True)), key
+            assert abs(after[2] - before[2] - step) <= 0.5, key
+    finally:
+        session.close()

@@ -1,16 +1,21 @@
 """The report's viewer: both visits side by side in NiiVue, linked cursors, the new lesions
-overlaid, and a lesion list that moves both views to a lesion. Offline and in the page itself.
+drawn on both, and a lesion list that moves both views to a lesion. Offline and in the page itself.
 
 NiiVue (``@niivue/niivue``, BSD-2-Clause) is a pinned asset of the package
 (``report/assets``: ``niivue.umd.js``, its record ``niivue.json`` and its licence;
 ``scripts/refresh_niivue.py`` refreshes it from the npm registry). The volumes are the
-preprocessed pair the network saw (MNI grid) and the numbered lesions, embedded as gzipped NIfTI
-in base64: the images as 8-bit (their z-scores from -3 to 5 in 256 steps, scaled back by the
-header), the lesion numbers as 8 or 16-bit.
+preprocessed pair the network saw (MNI grid, cut to what they hold) and the lesion mask, embedded
+as gzipped NIfTI in base64: the images as 8-bit (their z-scores from -3 to 5 in 256 steps, scaled
+back by the header), the mask as NiiVue's drawing layer (8-bit, on the scans' grid), shown filled
+at the chosen opacity or as an outline only (NiiVue's drawing rim, in the plane shown).
+
+Moving around: the wheel, a click, NiiVue's own keys, and on a clicked view the arrow keys (one
+slice) and Page Up / Page Down (five) through the plane shown; the two views follow each other.
 
 For automated checks the page sets ``data-viewer="ready"`` on ``<body>`` once both scans and the
-overlay are loaded, ``data-viewer="error: <reason>"`` if they cannot be (no WebGL2, a failed load),
-``data-ready-ms`` (milliseconds from the page's start to ready), and after each move
+lesions are loaded and drawn (the GPU's queued work done), ``data-viewer="error: <reason>"`` if
+they cannot be (no WebGL2, a failed load), ``data-ready-ms`` (milliseconds from the page's start
+to ready) with the steps' times in ``data-timing``, and after each move
 ``data-cursor-baseline`` / ``data-cursor-followup`` (the cursor in MNI mm, JSON) and
 ``data-selected-lesion``. ``#lesion=N`` in the address selects lesion N once ready, as a
 click on its row does.
@@ -31,6 +36,7 @@ import numpy as np
 
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import Lesion
+from msnewlesions.preprocessing.intensity import brain_bounding_box, crop
 
 #: The z-score range the 8-bit images keep (the report's grey window is -2.5 to 4).
 IMAGE_RANGE = (-3.0, 5.0)
@@ -76,9 +82,19 @@ def encode_image(volume: Volume) -> str:
     return _nifti_base64(quantised, volume.affine, step, low - step)
 
 
-def encode_labels(labels: Volume) -> str:
-    dtype = np.uint8 if labels.array.max() < 256 else np.uint16
-    return _nifti_base64(labels.array.astype(dtype), labels.affine)
+def encode_mask(labels: Volume) -> str:
+    """The new lesions as an 8-bit mask (1 on every lesion), NiiVue's drawing layer's format."""
+    return _nifti_base64((labels.array > 0).astype(np.uint8), labels.affine)
+
+
+def _cut_to_content(*volumes: Volume) -> tuple[Volume, ...]:
+    content = np.zeros(volumes[0].shape, dtype=bool)
+    for volume in volumes:
+        content |= volume.array != 0
+    if not content.any():
+        return volumes
+    box = brain_bounding_box(volumes[0].with_array(content.astype(np.uint8)), margin_mm=1.0)
+    return tuple(crop(volume, box) for volume in volumes)
 
 
 _STYLE = """
@@ -114,31 +130,40 @@ _SCRIPT = r"""
       return;
     }
     const background = body.style.backgroundColor;
-    const open = async (canvas, image, name) => {
+    const attach = async (canvas) => {
       const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], crosshairColor: [1, 0.8, 0, 0.8],
                                     crosshairWidth: 1, crosshairGap: 8, show3Dcrosshair: true,
                                     isColorbar: false});
       await nv.attachTo(canvas);
       mark(canvas + ' attached');
-      const scan = await niivue.NVImage.loadFromBase64(
-        {base64: image, name: name, colormap: 'gray', cal_min: -2.5, cal_max: 4.0,
-         trustCalMinMax: true});
-      mark(canvas + ' decoded');
-      nv.addVolume(scan);
-      mark(canvas + ' scan added');
-      const overlay = await niivue.NVImage.loadFromBase64(
-        {base64: data.lesions, name: 'new_lesions.nii.gz', colormap: 'red', opacity: 0.5,
-         cal_min: 0.5, cal_max: 1.0, trustCalMinMax: true});
-      mark(canvas + ' overlay decoded');
-      nv.addVolume(overlay);
-      mark(canvas + ' overlay added');
-      nv.setSliceType(nv.sliceTypeAxial);
-      mark(canvas + ' loaded');
       return nv;
     };
-    // Both views at once: their WebGL set-up (shader compilation) and loading overlap.
-    const views = await Promise.all([open('viewer-baseline', data.baseline, 'baseline.nii.gz'),
-                                     open('viewer-followup', data.followup, 'followup.nii.gz')]);
+    // One view after the other: the second reuses the shaders the browser compiled for the first.
+    const views = [await attach('viewer-baseline'), await attach('viewer-followup')];
+    const scan = (image, name) => niivue.NVImage.loadFromBase64(
+      {base64: image, name: name, colormap: 'gray', cal_min: -2.5, cal_max: 4.0,
+       trustCalMinMax: true});
+    const [baseline, followup, lesions] = await Promise.all([
+      scan(data.baseline, 'baseline.nii.gz'), scan(data.followup, 'followup.nii.gz'),
+      niivue.NVImage.loadFromBase64({base64: data.lesions, name: 'new_lesions.nii.gz'})]);
+    mark('decoded');
+    [baseline, followup].forEach((image, i) => {
+      const nv = views[i];
+      nv.addVolume(image);
+      // The lesions as NiiVue's drawing layer (value 1: red in its default colours): a byte
+      // texture on the scan's own grid; an overlay volume would cost a resampling pass and a
+      // second rendering of the scan.
+      nv.setDrawOpacity(0.5);
+      if (!nv.loadDrawing(lesions)) throw new Error('the lesion mask does not fit the scans');
+      nv.setSliceType(nv.sliceTypeAxial);
+      mark(nv.canvas.id + ' loaded');
+    });
+    // Wait until both views have drawn (reading one pixel back waits for the queued GPU work),
+    // so that "ready" means on screen, not only handed to the GPU.
+    views.forEach((nv) => {
+      nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+    });
+    mark('drawn');
     body.style.backgroundColor = background;
     views[0].broadcastTo(views[1], {'2d': true, '3d': true});
     views[1].broadcastTo(views[0], {'2d': true, '3d': true});
@@ -156,6 +181,19 @@ _SCRIPT = r"""
       }
       record();
     };
+    // Keys on a view: arrow up/down one slice, Page up/down five, through the plane shown
+    // (axial: z, coronal: y, sagittal: x; with all three shown, z). NiiVue's own keys stay.
+    const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
+    views.forEach((nv) => nv.canvas.addEventListener('keydown', (event) => {
+      const step = steps[event.key];
+      if (step === undefined) return;
+      event.preventDefault();
+      const axis = {1: 1, 2: 0}[nv.opts.sliceType] ?? 2;
+      const move = [0, 0, 0];
+      move[axis] = step;
+      nv.moveCrosshairInVox(...move);
+      goTo(Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3));
+    }));
     for (const row of document.querySelectorAll('#viewer tr.lesion-row')) {
       row.addEventListener('click', () => {
         for (const other of document.querySelectorAll('#viewer tr.selected')) {
@@ -171,13 +209,16 @@ _SCRIPT = r"""
       views.forEach((nv) => nv.setSliceType(Number(slicing.value)));
     });
     const opacity = document.getElementById('viewer-opacity');
-    opacity.addEventListener('input', () => {
-      views.forEach((nv) => nv.setOpacity(1, Number(opacity.value)));
-    });
     const outline = document.getElementById('viewer-outline');
-    outline.addEventListener('change', () => {
-      views.forEach((nv) => { nv.overlayOutlineWidth = outline.checked ? 1 : 0; nv.drawScene(); });
+    // Outline mode: NiiVue's drawing rim (one screen pixel where the mask changes, in the shown
+    // plane) opaque, the inside nearly clear so the signal under the lesion shows.
+    const shade = () => views.forEach((nv) => {
+      nv.drawRimOpacity = outline.checked ? 1.0 : -1;
+      nv.setDrawOpacity(outline.checked ? 0.01 : Number(opacity.value));
     });
+    opacity.addEventListener('input', shade);
+    outline.addEventListener('change', shade);
+    shade();  // the controls' state (a reloaded page keeps it)
     const low = document.getElementById('viewer-low');
     const high = document.getElementById('viewer-high');
     const window_ = () => views.forEach((nv) => {
@@ -220,11 +261,14 @@ def lesion_rows(lesions: Sequence[Lesion]) -> str:
 def viewer_section(
     baseline: Volume, followup: Volume, labels: Volume, lesions: Sequence[Lesion]
 ) -> str:
-    """The viewer's HTML, its data and its scripts (NiiVue's included)."""
+    """The viewer's HTML, its data and its scripts (NiiVue's included). The volumes are cut to
+    the box of what either visit or the lesions hold (plus one voxel): the viewer's set-up cost
+    grows with the voxel count."""
+    baseline, followup, labels = _cut_to_content(baseline, followup, labels)
     data = {
         "baseline": encode_image(baseline),
         "followup": encode_image(followup),
-        "lesions": encode_labels(labels),
+        "lesions": encode_mask(labels),
     }
     record = niivue_record()
     table = (
@@ -247,12 +291,14 @@ def viewer_section(
         'style="width:4em"> to <input id="viewer-high" type="number" step="0.5" value="4" '
         'style="width:4em"> (z)</label></div>'
         '<div class="panes"><div class="pane"><b>Baseline</b><div class="frame">'
-        '<canvas id="viewer-baseline"></canvas></div></div><div class="pane"><b>Follow-up</b>'
-        '<div class="frame"><canvas id="viewer-followup"></canvas></div></div></div>'
+        '<canvas id="viewer-baseline" tabindex="0"></canvas></div></div>'
+        '<div class="pane"><b>Follow-up</b>'
+        '<div class="frame"><canvas id="viewer-followup" tabindex="0"></canvas></div></div></div>'
         f"{table}"
-        '<p class="muted">Click a lesion to centre both visits on it. Scroll (wheel, or the '
-        "arrow and Page keys) to move through the slices; right-drag sets the window; the "
-        "cursors are linked. Both visits as the network saw them: registered, in MNI space. "
+        '<p class="muted">Click a lesion to centre both visits on it. Move through the slices '
+        "with the wheel, or click a view and use the arrow keys (one slice) and Page Up / Page "
+        "Down (five); right-drag sets a view's window; the cursors are linked. Both visits as "
+        "the network saw them: registered, in MNI space. "
         f"Viewer: NiiVue {html.escape(str(record['version']))} "
         f"({html.escape(str(record['license']))}).</p></div>"
         '<script id="viewer-data" type="application/json">'
