@@ -28,7 +28,7 @@ from msnewlesions.example import EXAMPLE_ROTATION_RAD, EXAMPLE_TRANSLATION_MM, w
 from msnewlesions.io import Volume, read_volume, write_volume
 from msnewlesions.lesions import PostprocessingSettings
 from msnewlesions.model.default import DEFAULT_MODEL
-from msnewlesions.preprocessing import model_inputs, registration
+from msnewlesions.preprocessing import model_inputs, quality, registration
 from msnewlesions.preprocessing.intensity import zscore
 from msnewlesions.preprocessing.pipeline import PreprocessedPair
 from msnewlesions.preprocessing.quality import QualityReport
@@ -100,6 +100,17 @@ def test_the_report_viewer_centres_both_visits_on_a_clicked_lesion(
 
     loaded = check_viewer_on_lesion(segmented["out"], tmp_path, lesion=2)
     assert loaded.screenshot is not None and loaded.screenshot.stat().st_size > 50_000
+
+
+def test_the_example_flair_passes_the_contrast_and_field_of_view_checks(segmented: dict) -> None:
+    """The other side of tests/hostile/test_scans.py's refusals, on the same construction: the
+    example's FLAIR contrast and whole field of view, measured and not warned about."""
+    qc = segmented["result"].preprocessed.qc
+    for figures in qc.scan_on_template.values():
+        assert figures["grey_to_white"] > 1.0 and figures["csf_to_white"] < 0.5
+        assert figures["template_brain_covered"] > 0.99
+    assert not [warning for warning in qc.warnings if "FLAIR" in warning or "brain:" in warning]
+    assert qc.edge_alignment > quality.MIN_SAME_HEAD_EDGE_ALIGNMENT  # one person's visits
 
 
 def test_lesions_have_the_known_count_volumes_and_mni_centres(segmented: dict) -> None:

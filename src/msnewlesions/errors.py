@@ -10,3 +10,24 @@ class MSNewLesionsError(Exception):
     that cannot be registered, ...). The command line prints the message as one line and exits
     with a non-zero status; anything else is a bug and keeps its traceback.
     """
+
+
+def describe_os_error(error: OSError) -> str:
+    """One sentence for a failure of the file system (full, read-only, no permission)."""
+    import errno
+
+    where = error.filename if error.filename is not None else "a file"
+    advice = {
+        errno.ENOSPC: f"no space left on the device holding {where}; free some space or write "
+        "the outputs elsewhere. Nothing partial was kept.",
+        errno.EDQUOT: f"the disk quota is exceeded writing {where}; free some space or write the "
+        "outputs elsewhere. Nothing partial was kept.",
+        errno.EROFS: f"{where} is on a read-only file system; write the outputs elsewhere.",
+        errno.EACCES: f"permission denied for {where}; check its permissions or use another "
+        "location.",
+        errno.EPERM: f"operation not permitted on {where}; check its permissions or use another "
+        "location.",
+    }
+    if error.errno in advice:
+        return advice[error.errno]
+    return f"{error.strerror or error} ({where})."

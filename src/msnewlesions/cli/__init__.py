@@ -14,7 +14,7 @@ import typer
 
 from msnewlesions.cli import cohort_commands, model_commands, pair_commands
 from msnewlesions.cli.app import app
-from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.errors import MSNewLesionsError, describe_os_error
 
 __all__ = ["app", "cohort_commands", "main", "model_commands", "pair_commands"]
 
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         app(args=arguments, prog_name="msnewlesions", standalone_mode=True)
     except MSNewLesionsError as error:
         typer.echo(f"error: {error}", err=True)
+        return 1
+    except OSError as error:  # a full disk, a read-only or vanished folder: one line, no traceback
+        typer.echo(f"error: {describe_os_error(error)}", err=True)
         return 1
     except KeyboardInterrupt:
         typer.echo(INTERRUPTED, err=True)

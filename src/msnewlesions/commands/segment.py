@@ -18,6 +18,7 @@ from msnewlesions.atomic import (
     atomic_output_folder,
     check_output_file,
     check_output_folder,
+    output_lock,
     write_json_atomically,
     write_text_atomically,
 )
@@ -105,24 +106,26 @@ def segment_files(
         check_output_file(out, overwrite, inputs)
     else:
         check_output_folder(out, overwrite, inputs)
-    if predictor is None:
-        predictor, model_path = load_predictor(model, device, test_time_augmentation)
-    else:
-        model_path = Path(model or "(given predictor)")
-    baseline, followup = read_volume(baseline_path), read_volume(followup_path)
-    result = segment_pair(baseline, followup, predictor, options)
-    if mask_only:
-        write_volume_atomically(result.new_lesions, out, np.uint8)
+    with output_lock(out):  # a second run given this output fails at once
+        # The scans first: a bad input is refused in a second, before the network is loaded.
+        baseline, followup = read_volume(baseline_path), read_volume(followup_path)
+        if predictor is None:
+            predictor, model_path = load_predictor(model, device, test_time_augmentation)
+        else:
+            model_path = Path(model or "(given predictor)")
+        result = segment_pair(baseline, followup, predictor, options)
+        if mask_only:
+            write_volume_atomically(result.new_lesions, out, np.uint8)
+            return result
+        summary = SegmentationSummary.of(
+            result,
+            str(model_path),
+            {
+                role: {"path": str(path), "sha256": sha256_of(path)}
+                for role, path in zip(("baseline", "followup"), inputs, strict=True)
+            },
+            software_versions(),
+        )
+        with atomic_output_folder(out, overwrite) as staging:
+            write_segmentation(result, summary, staging)
         return result
-    summary = SegmentationSummary.of(
-        result,
-        str(model_path),
-        {
-            role: {"path": str(path), "sha256": sha256_of(path)}
-            for role, path in zip(("baseline", "followup"), inputs, strict=True)
-        },
-        software_versions(),
-    )
-    with atomic_output_folder(out, overwrite) as staging:
-        write_segmentation(result, summary, staging)
-    return result

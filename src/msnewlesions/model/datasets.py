@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from msnewlesions.atomic import write_json_atomically
+from msnewlesions.atomic import remove_partial_files, write_json_atomically
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, read_volume, write_volume_atomically
 from msnewlesions.lesions import components
@@ -270,6 +270,7 @@ def build_dataset(
     folder = Path(raw_root) / nnunet.dataset_name(options.dataset_id)
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    remove_partial_files(folder)  # what a killed earlier run was writing
     records = []
     for index, case in enumerate(cases, start=1):
         logger.info("case %d/%d: %s", index, len(cases), case.case_id)

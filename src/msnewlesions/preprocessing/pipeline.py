@@ -44,7 +44,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from msnewlesions import template
-from msnewlesions.atomic import atomic_output_folder, check_output_folder, write_json_atomically
+from msnewlesions.atomic import (
+    atomic_output_folder,
+    check_output_folder,
+    output_lock,
+    write_json_atomically,
+)
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, check_scan, read_volume, write_volume
 from msnewlesions.preprocessing import registration
@@ -52,8 +57,10 @@ from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
 from msnewlesions.preprocessing.quality import (
     QualityReport,
+    check_scan_on_template,
     enforce_head_alignment,
     enforce_quality,
+    field_of_view_coverage,
     measure_quality,
     refinement_shift_mm,
 )
@@ -129,6 +136,11 @@ def preprocess_pair(
     options = options or PreprocessOptions()
     check_scan(baseline, "the baseline")
     check_scan(followup, "the follow-up")
+    if baseline.same_grid(followup) and np.array_equal(baseline.array, followup.array):
+        raise MSNewLesionsError(
+            "the baseline and the follow-up are the same image (the same file given twice?); "
+            "give the scans of two visits."
+        )
     steps = _Steps(total=7)
     mni = template.mni_t1()
     baseline_image = sitk.Cast(baseline.to_sitk(), sitk.sitkFloat32)
@@ -148,6 +160,14 @@ def preprocess_pair(
         followup_head_mni = registration.resample(
             followup, mni, registration.compose(followup_to_baseline_head, baseline_to_mni)
         )
+        followup_to_mni_head = registration.compose(followup_to_baseline_head, baseline_to_mni)
+        on_template = {
+            name: check_scan_on_template(head, field_of_view_coverage(scan, to_mni), f"the {name}")
+            for name, head, scan, to_mni in (
+                ("baseline", baseline_head_mni, baseline, baseline_to_mni),
+                ("follow-up", followup_head_mni, followup, followup_to_mni_head),
+            )
+        }
         head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
         brain = pair_brain_mask(
             baseline_head_mni,
@@ -201,6 +221,8 @@ def preprocess_pair(
         brain.mask,
         refinement_shift_mm(followup_to_baseline_head, followup_to_baseline, mask_on_baseline),
     )
+    qc.scan_on_template = {name: figures for name, (figures, _) in on_template.items()}
+    qc.warnings.extend(warning for _, warnings in on_template.values() for warning in warnings)
     qc.seconds = steps.seconds
     qc.seconds_total = round(sum(steps.seconds.values()), 2)
     qc.brain_mask_source = brain.source
@@ -273,12 +295,13 @@ def preprocess_files(
 ) -> PreprocessedPair:
     """Read a pair, preprocess it and write the DESIGN.md outputs into ``out_dir`` atomically."""
     check_output_folder(out_dir, overwrite, inputs=(baseline_path, followup_path))
-    baseline = read_volume(baseline_path)
-    followup = read_volume(followup_path)
-    pair = preprocess_pair(baseline, followup, options)
-    pair.qc.inputs = {"baseline": str(baseline_path), "followup": str(followup_path)}
-    pair.qc.versions = software_versions()
-    with atomic_output_folder(out_dir, overwrite) as staging:
-        write_preprocessed(pair, staging)
+    with output_lock(out_dir):  # a second run given this output fails at once
+        baseline = read_volume(baseline_path)
+        followup = read_volume(followup_path)
+        pair = preprocess_pair(baseline, followup, options)
+        pair.qc.inputs = {"baseline": str(baseline_path), "followup": str(followup_path)}
+        pair.qc.versions = software_versions()
+        with atomic_output_folder(out_dir, overwrite) as staging:
+            write_preprocessed(pair, staging)
     logger.info("wrote %s", out_dir)
     return pair

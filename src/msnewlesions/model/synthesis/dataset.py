@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msnewlesions.atomic import write_json_atomically
+from msnewlesions.atomic import remove_partial_files, write_json_atomically
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import write_volume_atomically
 from msnewlesions.model import datasets, nnunet
@@ -78,6 +78,7 @@ def write_synthetic_dataset(
     images, labels = folder / "imagesTr", folder / "labelsTr"
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(folder)  # what a killed earlier run was writing
     records_file = folder / "msnewlesions_cases.json"
     records = json.loads(records_file.read_text()) if records_file.exists() else {}
 

@@ -33,6 +33,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from msnewlesions.atomic import atomic_file
 from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.schedule import TRAINER_ATTRIBUTES, TrainingSchedule
 
@@ -108,13 +109,18 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
         super().on_epoch_end()
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = load_checkpoint(filename)
+        """nnU-Net's checkpoint plus the plateau rule's state, written atomically: a run killed
+        while saving (kill -9, a scheduler's time limit) leaves the previous checkpoint whole,
+        never a truncated file that ``--resume`` would have to refuse."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return
+        with atomic_file(filename) as temporary:
+            super().save_checkpoint(str(temporary))
+            checkpoint = load_checkpoint(temporary)
             checkpoint["lr_scheduler_state"] = self.lr_scheduler.state_dict()
             checkpoint["annealed"] = self.annealed
             checkpoint["msnewlesions_schedule"] = self.schedule.as_dict()
-            torch.save(checkpoint, filename)
+            torch.save(checkpoint, temporary)
 
     def load_checkpoint(self, filename_or_checkpoint: dict[str, Any] | str) -> None:
         """nnU-Net's state, then the plateau rule's, the annealing flag and the schedule.
