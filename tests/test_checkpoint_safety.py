@@ -8,10 +8,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.io import Volume, write_volume
 from msnewlesions.model.default import DEFAULT_MODEL
 from msnewlesions.model.nnunet.archives import check_plans, load_checkpoint
 from tests.conftest import run_cli
@@ -47,9 +49,13 @@ def test_a_crafted_checkpoint_is_refused_by_segment(
     crafted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, marker = crafted
-    scan = tmp_path / "scan.nii.gz"
-    scan.write_bytes(b"")  # never read: the model is refused first
-    argv = ["segment", "--baseline", str(scan), "--followup", str(scan), "--out",
+    # Two readable scans (read first, in a second): the model is refused before any work on them.
+    scans = []
+    for seed in (1, 2):
+        scans.append(tmp_path / f"scan{seed}.nii.gz")
+        values = np.random.default_rng(seed).random((20, 22, 12)).astype(np.float32)
+        write_volume(Volume(values, np.eye(4)), scans[-1])
+    argv = ["segment", "--baseline", str(scans[0]), "--followup", str(scans[1]), "--out",
             str(tmp_path / "out"), "--model", str(model)]  # fmt: skip
     code, _, err = run_cli(argv, capsys)
     assert code == 1 and "could run code" in err and "Traceback" not in err

@@ -263,3 +263,82 @@ def test_a_dataset_killed_with_sigkill_resumes_and_counts_whole_cases(tmp_path: 
     assert len(names) == 2 and not any(name.startswith(".") for name in names), names
     assert whole.stat().st_mtime_ns == first  # kept, not redone
     assert json.loads((labels.parent / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_paths_with_spaces_and_non_ascii_characters_work_end_to_end(
+    example: dict[str, str], cubes: CubesPredictor, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    folder = tmp_path / "Patientin Müller, 2. Verlauf (ö ü 患者)"
+    folder.mkdir()
+    baseline, followup = folder / "FLAIR base é.nii.gz", folder / "FLAIR suivi à.nii.gz"
+    shutil.copy(example["baseline"], baseline)
+    shutil.copy(example["followup"], followup)
+    out = folder / "résultat ø"
+    argv = ["segment", "--baseline", str(baseline), "--followup", str(followup), "--out", str(out)]
+    code, _, err = run_cli([*argv, "-q"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["inputs"]["followup"]["path"] == str(followup)
+    assert summary["new_lesion_count"] == len(CUBES) - 1  # the single voxel is no lesion
+
+
+_KILLED_WHILE_SAVING = """
+import os, signal, sys
+from pathlib import Path
+
+import torch
+
+from msnewlesions.model import nnunet
+from msnewlesions.model.schedule import TrainingSchedule
+
+preprocessed, results = Path(sys.argv[1]), Path(sys.argv[2])
+save, saves = torch.save, []
+
+
+def dying(obj, f, *args, **kwargs):
+    # Epoch 1's checkpoint: half of it reaches the disk, then the process is killed.
+    save(obj, f, *args, **kwargs)
+    if "checkpoint_latest" in str(f):
+        saves.append(f)
+        if len(saves) == 3:  # each save writes twice (nnU-Net's, then with our state)
+            with open(f, "r+b") as handle:
+                handle.truncate(os.path.getsize(f) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+torch.save = dying
+schedule = TrainingSchedule(epochs=3, anneal_epochs=0, iterations_per_epoch=2,
+                            validation_iterations=1)
+nnunet.train(preprocessed, results, 502, 0, "cpu", schedule=schedule, validate=False,
+             data_workers=0)
+"""
+
+
+@pytest.mark.slow
+def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_whole_one(
+    chain: dict, tmp_path: Path
+) -> None:
+    """kill -9 in the middle of writing epoch 1's checkpoint (the worst moment), then
+    ``--resume``: it continues from epoch 0's checkpoint, whole, and ends at epoch 3."""
+    from msnewlesions.model import nnunet
+    from msnewlesions.model.nnunet.archives import load_checkpoint
+    from msnewlesions.model.schedule import TrainingSchedule
+
+    preprocessed = chain["fold"].parents[3] / "preprocessed"
+    results = tmp_path / "results"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_SAVING, str(preprocessed), str(results)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    fold = nnunet.model_folder(results, 502, "cpu") / "fold_0"
+    assert load_checkpoint(fold / "checkpoint_latest.pth")["current_epoch"] == 1  # epoch 0's
+    schedule = TrainingSchedule(epochs=3, anneal_epochs=0, iterations_per_epoch=2,
+                                validation_iterations=1)  # fmt: skip
+    nnunet.train(preprocessed, results, 502, 0, "cpu", schedule=schedule, resume=True,
+                 validate=False, data_workers=0)  # fmt: skip
+    assert load_checkpoint(fold / "checkpoint_final.pth")["current_epoch"] == 3
+    assert not [p for p in fold.iterdir() if ".partial-" in p.name]  # the half file removed

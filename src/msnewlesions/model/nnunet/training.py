@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from msnewlesions.atomic import remove_partial_files
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.nnunet.environment import (
@@ -181,6 +182,8 @@ def train(
     check_initial_weights(initial_weights, resume)
     fold_value: int | str = fold if fold == "all" else int(fold)
     folder = model_folder(results_root, dataset_id, config, network) / f"fold_{fold}"
+    if folder.is_dir():
+        remove_partial_files(folder)  # a checkpoint a killed run was saving
     checkpoint = resume_checkpoint(folder) if resume else None
     if schedule is None:
         schedule = schedule_for(folder, checkpoint is not None, checkpoint=checkpoint)
