@@ -310,7 +310,7 @@ def dying(obj, f, *args, **kwargs):
 
 
 torch.save = dying
-schedule = TrainingSchedule(epochs=3, anneal_epochs=0, iterations_per_epoch=2,
+schedule = TrainingSchedule(epochs=3, anneal_epochs=0, iterations_per_epoch=2, checkpoint_every=1,
                             validation_iterations=1)
 nnunet.train(preprocessed, results, 502, 0, "cpu", schedule=schedule, validate=False,
              data_workers=0)
@@ -337,7 +337,7 @@ def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_whole_o
     fold = nnunet.model_folder(results, 502, "cpu") / "fold_0"
     assert load_checkpoint(fold / "checkpoint_latest.pth")["current_epoch"] == 1  # epoch 0's
     schedule = TrainingSchedule(epochs=3, anneal_epochs=0, iterations_per_epoch=2,
-                                validation_iterations=1)  # fmt: skip
+                                checkpoint_every=1, validation_iterations=1)  # fmt: skip
     nnunet.train(preprocessed, results, 502, 0, "cpu", schedule=schedule, resume=True,
                  validate=False, data_workers=0)  # fmt: skip
     assert load_checkpoint(fold / "checkpoint_final.pth")["current_epoch"] == 3
