@@ -173,6 +173,10 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda d: _singular(d),
         "singular geometry",
     ),
+    "NaN in the header's geometry": (
+        lambda d: _nan_geometry(d),
+        "geometry holds NaN or infinite values",
+    ),
     "a sheared affine": (
         lambda d: save(
             d / "sheared.nii.gz",
@@ -214,6 +218,15 @@ def _singular(folder: Path) -> Path:
     path = save(folder / "singular.nii", nib.Nifti1Image(values(), AFFINE))
     data = bytearray(path.read_bytes())
     data[312:328] = np.array([0, 0, 0, -20], np.float32).tobytes()  # srow_z
+    data[252:256] = np.array([0, 1], np.int16).tobytes()  # qform_code 0, sform_code 1
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _nan_geometry(folder: Path) -> Path:
+    path = save(folder / "nan.nii", nib.Nifti1Image(values(), AFFINE))
+    data = bytearray(path.read_bytes())
+    data[280:296] = np.array([np.nan, 0, 0, -40], np.float32).tobytes()  # srow_x
     data[252:256] = np.array([0, 1], np.int16).tobytes()  # qform_code 0, sform_code 1
     path.write_bytes(bytes(data))
     return path
