@@ -84,6 +84,19 @@ def preprocess_once() -> PreprocessOnce:
     return PreprocessOnce()
 
 
+@pytest.fixture(scope="module")
+def segment_preprocesses_once(preprocess_once: PreprocessOnce) -> Iterator[None]:
+    """For a module whose subject is what ``segment`` does after preprocessing: it preprocesses
+    each distinct pair once per session (see PreprocessOnce). Use with
+    ``pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")``. Runs in child processes
+    are not affected."""
+    from msnewlesions.preprocessing import model_inputs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
+        yield
+
+
 def oblique_affine(
     spacing: tuple[float, float, float] = (0.7, 0.8, 3.0),
     angles_rad: tuple[float, float, float] = (0.1, -0.2, 0.3),

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -36,7 +35,7 @@ from msnewlesions.preprocessing.registration import read_transform
 from msnewlesions.preprocessing.resolution import reslice
 from msnewlesions.segment import SegmentOptions
 from msnewlesions.validation import mask_agreement
-from tests.conftest import PreprocessOnce, run_cli
+from tests.conftest import run_cli
 from tests.fakes import CubesPredictor
 
 #: Cubes in the white matter of the MNI template: 4 x 4 x 4 (64 mm3), 3 x 3 x 3 (27 mm3), and a
@@ -44,13 +43,8 @@ from tests.fakes import CubesPredictor
 CUBES = [((-26.0, -12.0, 26.0), 4), ((27.0, 8.0, 22.0), 3), ((24.0, -30.0, 30.0), 1)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def preprocess_each_pair_once(preprocess_once: PreprocessOnce) -> Iterator[None]:
-    """segment preprocesses each distinct pair once here (see PreprocessOnce): the subject of
-    these tests is what it does after. Runs in child processes are not affected."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
-        yield
+#: segment preprocesses each distinct pair once here: the subject is what it does after.
+pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
 
 
 @pytest.fixture(scope="module")

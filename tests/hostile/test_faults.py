@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ import pytest
 from msnewlesions.atomic import output_lock
 from msnewlesions.commands import segment as segment_command
 from msnewlesions.example import write_example_pair
-from msnewlesions.preprocessing import model_inputs
 from tests.conftest import REPOSITORY, PreprocessOnce, run_cli
 from tests.fakes import CubesPredictor
 from tests.test_segment import CUBES
@@ -38,11 +36,8 @@ OUTPUTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def preprocess_each_pair_once(preprocess_once: PreprocessOnce) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
-        yield
+#: segment preprocesses each distinct pair once here: the subject is what it does after.
+pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
 
 
 @pytest.fixture(scope="module")
