@@ -40,6 +40,16 @@ from tests.fakes import CubesPredictor
 
 #: Cubes in the white matter of the MNI template: 4 x 4 x 4 (64 mm3), 3 x 3 x 3 (27 mm3), and a
 #: single voxel (1 mm3, below MSSEG-2's 3 mm3: not a lesion).
+#: What ``segment --out`` writes, sorted.
+OUTPUTS = [
+    "baseline_to_mni.tfm",
+    "followup_to_mni.tfm",
+    "lesions.csv",
+    "new_lesions.nii.gz",
+    "new_lesions_mni.nii.gz",
+    "report.html",
+    "summary.json",
+]
 CUBES = [((-26.0, -12.0, 26.0), 4), ((27.0, 8.0, 22.0), 3), ((24.0, -30.0, 30.0), 1)]
 
 
@@ -73,15 +83,7 @@ def true_native_point(mni_point: np.ndarray) -> np.ndarray:
 
 def test_segment_writes_every_output(segmented: dict) -> None:
     names = sorted(p.name for p in segmented["out"].iterdir())
-    assert names == [
-        "baseline_to_mni.tfm",
-        "followup_to_mni.tfm",
-        "lesions.csv",
-        "new_lesions.nii.gz",
-        "new_lesions_mni.nii.gz",
-        "report.html",
-        "summary.json",
-    ]
+    assert names == OUTPUTS
     assert segmented["predictor"].calls == 1
 
 

@@ -23,18 +23,7 @@ from msnewlesions.commands import segment as segment_command
 from msnewlesions.example import write_example_pair
 from tests.conftest import REPOSITORY, PreprocessOnce, run_cli
 from tests.fakes import CubesPredictor
-from tests.test_segment import CUBES
-
-OUTPUTS = [
-    "baseline_to_mni.tfm",
-    "followup_to_mni.tfm",
-    "lesions.csv",
-    "new_lesions.nii.gz",
-    "new_lesions_mni.nii.gz",
-    "report.html",
-    "summary.json",
-]
-
+from tests.test_segment import CUBES, OUTPUTS
 
 #: segment preprocesses each distinct pair once here: the subject is what it does after.
 pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
