@@ -156,11 +156,9 @@ def preprocess_pair(
         ).transform
 
     with steps.step("brain mask (one for the pair)"):
-        baseline_head_mni = registration.resample(baseline, mni, baseline_to_mni)
-        followup_head_mni = registration.resample(
-            followup, mni, registration.compose(followup_to_baseline_head, baseline_to_mni)
-        )
         followup_to_mni_head = registration.compose(followup_to_baseline_head, baseline_to_mni)
+        baseline_head_mni = registration.resample(baseline, mni, baseline_to_mni)
+        followup_head_mni = registration.resample(followup, mni, followup_to_mni_head)
         on_template = {
             name: check_scan_on_template(head, field_of_view_coverage(scan, to_mni), f"the {name}")
             for name, head, scan, to_mni in (
@@ -185,7 +183,6 @@ def preprocess_pair(
         mask_on_baseline = registration.resample(
             brain.mask, baseline, registration.invert(baseline_to_mni), "nearest"
         )
-        followup_to_mni_head = registration.compose(followup_to_baseline_head, baseline_to_mni)
         mask_on_followup = registration.resample(
             brain.mask, followup, registration.invert(followup_to_mni_head), "nearest"
         )
