@@ -200,6 +200,8 @@ def on_common_grid(image: Path, to_common: Path, grid: Volume, mode: str) -> Vol
 def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for pair in open_ms_pairs(args.data):
+        if args.patient and pair.patient not in args.patient:
+            continue
         start = time.perf_counter()
         folder = args.work / "real" / pair.patient
         mask = segment_folder(
@@ -247,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-slice-matching", action="store_true", help="segment --no-slice-matching"
     )
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument(
+        "--patient",
+        action="append",
+        help="score only this real pair (repeatable): a leave-one-out model on the pair it "
+        "was trained without",
+    )
     parser.add_argument("--skip-synthetic", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

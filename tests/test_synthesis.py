@@ -283,6 +283,33 @@ def test_real_pairs_join_the_training_side_with_their_gaining_lesions(
     assert label.sum() > 100
     assert np.median(followup[label] - baseline[label]) > 0.5
     nnunet.verify_dataset(folder.parent, 598)
+    # Weighted: named three times in the split (nnU-Net samples it three times as often), still
+    # written once; the resumed run rewrites nothing else.
+    first_write = (folder / "labelsTr" / "sub-01_ses-01_ses-02.nii.gz").stat().st_mtime_ns
+    synthesis.write_synthetic_dataset(folder, *arguments, real_pairs=real, real_pair_copies=3)
+    split = json.loads((folder / "splits_final.json").read_text())[0]
+    assert split["train"] == ["example-synthetic000"] + ["sub-01_ses-01_ses-02"] * 3
+    assert (folder / "labelsTr" / "sub-01_ses-01_ses-02.nii.gz").stat().st_mtime_ns == first_write
+    assert len(list((folder / "labelsTr").glob("*.nii.gz"))) == 3
+    nnunet.verify_dataset(folder.parent, 598)  # numTraining counts the cases, not the names
+
+
+def test_leave_one_out_names_the_real_pair_that_joins(tmp_path: Path) -> None:
+    from msnewlesions.errors import MSNewLesionsError
+    from msnewlesions.model.synthesis.dataset import chosen_real_pairs
+
+    raw = tmp_path / "open_ms_data" / "longitudinal" / "raw"
+    for patient in ("patient01", "patient02", "patient03"):
+        (raw / patient).mkdir(parents=True)
+        visits = ("study1",) if patient == "patient02" else ("study1", "study2")
+        for name in (f"{visit}_FLAIR.nii.gz" for visit in visits):
+            (raw / patient / name).write_bytes(b"")
+    root = tmp_path / "open_ms_data"
+    assert chosen_real_pairs(root, ()) == []
+    assert [c.case_id for c in chosen_real_pairs(root, ("all",))] == ["patient01", "patient03"]
+    assert [c.case_id for c in chosen_real_pairs(root, ("patient03",))] == ["patient03"]
+    with pytest.raises(MSNewLesionsError, match="patient02: not a complete real pair"):
+        chosen_real_pairs(root, ("patient02",))
 
 
 @pytest.mark.real_data

@@ -81,6 +81,23 @@ def synthesize(
             help="Also train on the complete real pairs (their lesions that gain FLAIR signal).",
         ),
     ] = False,
+    real_pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--real-pair",
+            metavar="PATIENT",
+            help="Also train on this patient's complete real pair (e.g. patient03; repeatable): "
+            "leave-one-out models, scored on the pair left out.",
+        ),
+    ] = None,
+    real_pair_copies: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Times each real pair is named in the training split (how much more often "
+            "than a synthetic pair it is sampled).",
+        ),
+    ] = 1,
     realistic: Annotated[
         bool,
         typer.Option(
@@ -97,14 +114,24 @@ def synthesize(
     Scans of the hold-out patients (the two complete real pairs) become validation pairs only
     (fold 0's split); every other FLAIR becomes training pairs. With --real-pairs the two real
     pairs join the training side, and the hold-out pairs, made from the same patients' scans, are
-    no longer independent of training: score such a model on other real pairs. Resumes where it
+    no longer independent of training: score such a model on other real pairs. With --real-pair
+    PATIENT only that patient's pair joins: score the model on the other. Resumes where it
     stopped.
     """
     configure_logging(verbose, quiet)
     from msnewlesions.model.synthesis import SyntheticDatasetPlan, synthesize_dataset
 
+    if real_pairs and real_pair:
+        raise typer.BadParameter("give --real-pairs (all) or --real-pair, not both.")
     plan = SyntheticDatasetPlan(
-        dataset_id, pairs, holdout_pairs, seed, preprocessed_pairs, real_pairs, realistic
+        dataset_id=dataset_id,
+        pairs_per_anatomy=pairs,
+        holdout_pairs_per_anatomy=holdout_pairs,
+        seed=seed,
+        preprocessed_pairs_per_anatomy=preprocessed_pairs,
+        real_pairs=("all",) if real_pairs else tuple(real_pair or ()),
+        real_pair_copies=real_pair_copies,
+        realistic=realistic,
     )
     folder, split = synthesize_dataset(open_ms_data, out, plan, cache)
     typer.echo(f"{folder}: {len(split['train'])} training and {len(split['val'])} hold-out pairs")

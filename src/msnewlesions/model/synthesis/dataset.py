@@ -57,6 +57,7 @@ def write_synthetic_dataset(
     real_pairs: Sequence[Case] = (),
     preprocess: PreprocessOptions | None = None,
     preprocessed_pairs_per_anatomy: int = 0,
+    real_pair_copies: int = 1,
 ) -> Path:
     """An nnU-Net raw dataset of synthetic pairs; fold 0 validates on the hold-out anatomy.
 
@@ -67,7 +68,10 @@ def write_synthetic_dataset(
 
     ``real_pairs`` (cases of :mod:`msnewlesions.model.datasets`) join the training side as they
     are, preprocessed with ``preprocess`` and labelled with only their components that gain FLAIR
-    signal (:func:`~msnewlesions.model.datasets.keep_gaining_components`).
+    signal (:func:`~msnewlesions.model.datasets.keep_gaining_components`). Each is named
+    ``real_pair_copies`` times in the training split (written and preprocessed once): nnU-Net
+    draws its training cases uniformly from that list, so a real pair among a few hundred
+    synthetic ones is sampled that many times as often.
 
     ``preprocessed_pairs_per_anatomy`` more pairs per training anatomy (``*-preprocessedNNN``,
     drawn from stream :data:`PREPROCESSED_STREAM`) are written as ``segment`` gives them to the
@@ -131,15 +135,34 @@ def write_synthetic_dataset(
                 len(info["new_lesions"]),
                 int(label.array.sum()),
             )
+    if real_pair_copies < 1:
+        raise MSNewLesionsError("real_pair_copies must be at least 1.")
     for case in real_pairs:
         record = datasets.write_case(case, folder, True, preprocess or PreprocessOptions())
         if (labels / f"{case.case_id}.nii.gz").exists():
-            split["train"].append(case.case_id)
+            split["train"] += [case.case_id] * real_pair_copies
             records[case.case_id] = records.get(case.case_id, {}) | record | {"role": "train"}
             save_records()
-    nnunet.write_dataset_json(folder, len(split["train"]) + len(split["val"]))
+    nnunet.write_dataset_json(folder, len(set(split["train"])) + len(split["val"]))
     write_json_atomically(folder / "splits_final.json", [split])
     return folder
+
+
+def chosen_real_pairs(open_ms_data: Path, patients: Sequence[str]) -> list[Case]:
+    """open_ms_data's complete real pairs of ``patients`` (``("all",)``: every one)."""
+    if not patients:
+        return []
+    cases = datasets.read_open_ms_data(open_ms_data)
+    if tuple(patients) == ("all",):
+        return cases
+    known = {case.case_id: case for case in cases}
+    unknown = [p for p in patients if p not in known]
+    if unknown:
+        raise MSNewLesionsError(
+            f"{', '.join(unknown)}: not a complete real pair of {open_ms_data} "
+            f"(those are {', '.join(known) or 'none'})."
+        )
+    return [known[p] for p in patients]
 
 
 @dataclass(frozen=True)
@@ -151,7 +174,12 @@ class SyntheticDatasetPlan:
     holdout_pairs_per_anatomy: int = 4
     seed: int = 2026
     preprocessed_pairs_per_anatomy: int = 0
-    real_pairs: bool = False
+    #: open_ms_data patients (``"patient03"``) whose complete real pair joins the training side,
+    #: or ``"all"`` for every complete pair. A model trained with one real pair is scored on the
+    #: other: leave-one-out real-pair figures.
+    real_pairs: tuple[str, ...] = ()
+    #: How many times each real pair is named in the training split (its sampling weight).
+    real_pair_copies: int = 1
     #: Model v2's synthesis (:data:`~msnewlesions.model.synthesis.settings.REALISTIC`) with the
     #: shapes of real changes (:func:`~msnewlesions.model.synthesis.changes.change_library`)
     #: instead of whole lesions.
@@ -167,7 +195,8 @@ def synthesize_dataset(
     """open_ms_data's scans as anatomy and lesion shapes -> ``raw_root/DatasetNNN_MSNewLesions``.
 
     Scans of :data:`HOLDOUT_PATIENTS` become validation pairs only (fold 0's split); every other
-    FLAIR becomes training pairs; with ``plan.real_pairs`` the complete real pairs join training.
+    FLAIR becomes training pairs; the complete real pairs named in ``plan.real_pairs`` join
+    training.
     The anatomy is prepared once into ``cache`` (default: ``raw_root/../anatomy``). Returns the
     dataset folder and its split.
     """
@@ -191,9 +220,10 @@ def synthesize_dataset(
         plan.pairs_per_anatomy,
         plan.holdout_pairs_per_anatomy,
         plan.seed,
-        real_pairs=datasets.read_open_ms_data(Path(open_ms_data)) if plan.real_pairs else (),
+        real_pairs=chosen_real_pairs(Path(open_ms_data), plan.real_pairs),
         settings=REALISTIC if plan.realistic else None,
         preprocessed_pairs_per_anatomy=plan.preprocessed_pairs_per_anatomy,
+        real_pair_copies=plan.real_pair_copies,
     )
     split: dict[str, list[str]] = json.loads((folder / "splits_final.json").read_text())[0]
     return folder, split
