@@ -19,6 +19,7 @@ from msnewlesions.model.synthesis import LesionShape, SynthesisSettings
 from msnewlesions.model.synthesis.anatomy import finish_anatomy
 from msnewlesions.preprocessing.intensity import brain_bounding_box
 from msnewlesions.preprocessing.resolution import reslice
+from tests.conftest import run_cli
 
 #: A second acquisition identical to the first: no reslicing, blur, bias, gamma, noise or motion.
 SAME_ACQUISITION = SynthesisSettings(
@@ -294,7 +295,9 @@ def test_real_pairs_join_the_training_side_with_their_gaining_lesions(
     nnunet.verify_dataset(folder.parent, 598)  # numTraining counts the cases, not the names
 
 
-def test_leave_one_out_names_the_real_pair_that_joins(tmp_path: Path) -> None:
+def test_leave_one_out_names_the_real_pair_that_joins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from msnewlesions.errors import MSNewLesionsError
     from msnewlesions.model.synthesis.dataset import chosen_real_pairs
 
@@ -310,6 +313,18 @@ def test_leave_one_out_names_the_real_pair_that_joins(tmp_path: Path) -> None:
     assert [c.case_id for c in chosen_real_pairs(root, ("patient03",))] == ["patient03"]
     with pytest.raises(MSNewLesionsError, match="patient02: not a complete real pair"):
         chosen_real_pairs(root, ("patient02",))
+    # Through the command: one sentence before anything is prepared, and the two ways of naming
+    # real pairs are not mixed.
+    out = tmp_path / "raw"
+    command = ["synthesize", "--open-ms-data", str(root), "--out", str(out)]
+    code, _, err = run_cli([*command, "--real-pair", "patient02"], capsys)
+    assert code != 0
+    assert "patient02: not a complete real pair" in err
+    assert "those are patient01, patient03" in err
+    assert not out.exists()
+    code, _, err = run_cli([*command, "--real-pairs", "--real-pair", "patient03"], capsys)
+    assert code == 2
+    assert "not both" in err
 
 
 @pytest.mark.real_data

@@ -134,7 +134,9 @@ def synthesize(
         realistic=realistic,
     )
     folder, split = synthesize_dataset(open_ms_data, out, plan, cache)
-    typer.echo(f"{folder}: {len(split['train'])} training and {len(split['val'])} hold-out pairs")
+    training, names = len(set(split["train"])), len(split["train"])
+    weighted = f" ({names} names in the split)" if training < names else ""
+    typer.echo(f"{folder}: {training} training{weighted} and {len(split['val'])} hold-out pairs")
 
 
 @app.command()

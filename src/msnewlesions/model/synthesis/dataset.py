@@ -200,6 +200,7 @@ def synthesize_dataset(
     The anatomy is prepared once into ``cache`` (default: ``raw_root/../anatomy``). Returns the
     dataset folder and its split.
     """
+    real_pairs = chosen_real_pairs(Path(open_ms_data), plan.real_pairs)  # before any long step
     sources, masks = open_ms_data_sources(open_ms_data)
     cache = Path(cache) if cache is not None else Path(raw_root).parent / "anatomy"
     if plan.realistic:
@@ -220,7 +221,7 @@ def synthesize_dataset(
         plan.pairs_per_anatomy,
         plan.holdout_pairs_per_anatomy,
         plan.seed,
-        real_pairs=chosen_real_pairs(Path(open_ms_data), plan.real_pairs),
+        real_pairs=real_pairs,
         settings=REALISTIC if plan.realistic else None,
         preprocessed_pairs_per_anatomy=plan.preprocessed_pairs_per_anatomy,
         real_pair_copies=plan.real_pair_copies,
