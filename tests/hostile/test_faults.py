@@ -326,3 +326,33 @@ def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_whole_o
                  validate=False, data_workers=0)  # fmt: skip
     assert load_checkpoint(fold / "checkpoint_final.pth")["current_epoch"] == 3
     assert not [p for p in fold.iterdir() if ".partial-" in p.name]  # the half file removed
+
+
+def test_a_run_that_blocks_after_sigterm_is_ended_anyway(tmp_path: Path) -> None:
+    # A library that keeps the process after the interrupt (nnU-Net's validation waited forever
+    # in multiprocessing.Pool.terminate): here, one that swallows every KeyboardInterrupt.
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import sys, time\n"
+        "from msnewlesions import cli\n"
+        "cli.TERMINATE_GRACE_SECONDS = 1.0\n"
+        "cli._interrupt_on_sigterm()\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted, staying', flush=True)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPOSITORY
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.stdout.read().strip() == "interrupted, staying"  # it did block
+    assert code == 128 + signal.SIGTERM

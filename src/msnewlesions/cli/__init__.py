@@ -19,12 +19,27 @@ from msnewlesions.errors import MSNewLesionsError, describe_os_error
 __all__ = ["app", "cohort_commands", "main", "model_commands", "pair_commands"]
 
 
+#: After SIGTERM, the seconds a run has to remove what it was writing before it is ended without
+#: that. The interrupt is an exception, and a library can block on its way out: nnU-Net's final
+#: validation, interrupted as it starts its worker pool, waited forever in
+#: ``multiprocessing.Pool.terminate`` (a lock its workers hold), at 0 % CPU. What a run ended so
+#: leaves (``.NAME.partial-*``) is cleared by the next run on that output, as after ``kill -9``.
+TERMINATE_GRACE_SECONDS = 60.0
+
+
 def _interrupt_on_sigterm() -> None:
-    """SIGTERM ends a run like Ctrl-C: outputs in progress are removed, nothing partial stays."""
+    """SIGTERM ends a run like Ctrl-C: outputs in progress are removed, nothing partial stays.
+
+    If the run is still there :data:`TERMINATE_GRACE_SECONDS` later, it exits with 143 anyway.
+    """
+    import os
     import signal
     import threading
 
     def interrupt(signum: int, frame: object) -> None:
+        deadline = threading.Timer(TERMINATE_GRACE_SECONDS, os._exit, args=(128 + signum,))
+        deadline.daemon = True
+        deadline.start()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
