@@ -78,6 +78,8 @@ def write_synthetic_dataset(
     network (:func:`as_segment_sees_it`): from the scans, through registration, HD-BET, N4 and
     slice matching, about half a minute each.
     """
+    if real_pair_copies < 1:
+        raise MSNewLesionsError("real_pair_copies must be at least 1.")
     folder = Path(folder)
     images, labels = folder / "imagesTr", folder / "labelsTr"
     images.mkdir(parents=True, exist_ok=True)
@@ -135,8 +137,6 @@ def write_synthetic_dataset(
                 len(info["new_lesions"]),
                 int(label.array.sum()),
             )
-    if real_pair_copies < 1:
-        raise MSNewLesionsError("real_pair_copies must be at least 1.")
     for case in real_pairs:
         record = datasets.write_case(case, folder, True, preprocess or PreprocessOptions())
         if (labels / f"{case.case_id}.nii.gz").exists():
