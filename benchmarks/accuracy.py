@@ -38,10 +38,8 @@ import SimpleITK as sitk
 
 from msnewlesions.io import Volume, read_volume, write_volume
 from msnewlesions.metrics import case_metrics
-from msnewlesions.model import synthesis
-from msnewlesions.model.datasets import keep_gaining_components
+from msnewlesions.model import datasets, synthesis
 from msnewlesions.preprocessing import registration
-from msnewlesions.preprocessing.intensity import zscore
 from msnewlesions.preprocessing.resolution import match_resolution
 from msnewlesions.validation import open_ms_pairs
 
@@ -199,6 +197,7 @@ def on_common_grid(image: Path, to_common: Path, grid: Volume, mode: str) -> Vol
 
 def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
+    cases = {case.patient: case for case in datasets.read_open_ms_data(args.data)}
     for pair in open_ms_pairs(args.data):
         if args.patient and pair.patient not in args.patient:
             continue
@@ -209,18 +208,10 @@ def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         summary = json.loads((folder / "summary.json").read_text())
         seconds = round(time.perf_counter() - start, 1)
-        brain = read_volume(pair.brain_mask)
-        brain = brain.with_array((brain.array > 0).astype(np.uint8))
         change = read_volume(pair.change_mask)
         change = change.with_array((change.array > 0).astype(np.uint8))
         prediction = on_common_grid(mask, pair.followup_to_common, change, "nearest").array > 0
-        baseline = zscore(
-            on_common_grid(pair.baseline, pair.baseline_to_common, brain, "linear"), brain
-        )
-        followup = zscore(
-            on_common_grid(pair.followup, pair.followup_to_common, brain, "linear"), brain
-        )
-        gaining, kept, dropped = keep_gaining_components(change, baseline, followup)
+        gaining, kept, dropped = datasets.gaining_on_label_grid(cases[pair.patient], change)
         for reference, name in ((change, "all changes"), (gaining, "new/enlarging")):
             row = {"case": f"{pair.patient} vs {name}", "seconds": seconds}
             row |= score(prediction, reference.array > 0, change.voxel_volume_mm3)

@@ -95,8 +95,7 @@ def real_pairs(data: Path) -> dict[str, dict]:
         inputs = model_inputs(read_volume(case.baseline), read_volume(case.followup))
         pair = inputs.preprocessed
         assert case.label is not None
-        label = datasets.label_on_grid(case, read_volume(case.label), pair)
-        label, _, _ = datasets.keep_gaining_components(label, pair.baseline, pair.followup)
+        label, _ = datasets.training_label(case, pair, new_only=True)
         found[case.patient] = statistics(inputs.baseline, inputs.followup, pair.brain_mask, label)
         print(f"measured {case.patient}", file=sys.stderr)
     return found

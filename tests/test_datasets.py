@@ -11,9 +11,11 @@ import pytest
 import SimpleITK as sitk
 
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import Volume
+from msnewlesions.io import Volume, write_volume
 from msnewlesions.model.datasets import (
+    Case,
     folds_for,
+    gaining_on_label_grid,
     keep_gaining_components,
     label_on_grid,
     read_cases,
@@ -47,10 +49,14 @@ def test_open_ms_data_layout_skips_incomplete_patients(tmp_path: Path) -> None:
             touch_nifti(tmp_path / "raw" / patient / f"study{study}_FLAIR.nii.gz")
         touch_nifti(tmp_path / "raw" / patient / "gt.nii.gz")
     (tmp_path / "raw/patient01/study1_FLAIR_to_common_space.txt").write_text("x")
+    (tmp_path / "raw/patient01/study2_FLAIR_to_common_space.txt").write_text("x")
+    brain = touch_nifti(tmp_path / "coregistered/patient01/brainmask.nii.gz")
     cases = read_cases("open_ms_data", tmp_path)
     assert [c.case_id for c in cases] == ["patient01"]
     assert cases[0].label_space == "common"
     assert cases[0].baseline_to_label_space.name == "study1_FLAIR_to_common_space.txt"
+    assert cases[0].followup_to_label_space.name == "study2_FLAIR_to_common_space.txt"
+    assert cases[0].label_brain_mask == brain
 
 
 def test_bids_layout_pairs_consecutive_sessions(tmp_path: Path) -> None:
@@ -124,3 +130,41 @@ def test_a_label_on_a_third_grid_follows_the_reference_transform(tmp_path: Path)
     # baseline here, so the label voxel at x = 10 shows up at x = 14.
     assert np.argwhere(moved.array).tolist() == [[14, 10, 10]]
     assert json.dumps(moved.affine.tolist()) == json.dumps(grid.affine.tolist())
+
+
+def test_gaining_lesions_are_decided_on_the_label_grid(tmp_path: Path) -> None:
+    """A new lesion is kept; an old one, bright at both visits once the baseline is carried by
+    its transform (4 mm away in its own grid), is dropped. Ignoring the transform would see it
+    dark at baseline, so gaining."""
+    shape = (30, 30, 30)
+    rng = np.random.default_rng(0)
+    change = np.zeros(shape, np.uint8)
+    change[5:9, 5:9, 5:9] = 1  # new at follow-up
+    change[18:22, 18:22, 18:22] = 1  # old: bright at both visits
+    baseline = rng.normal(0, 0.1, shape).astype(np.float32)
+    baseline[22:26, 18:22, 18:22] += 5.0  # the old lesion, 4 mm further along x in its own grid
+    followup = rng.normal(0, 0.1, shape).astype(np.float32)
+    followup[5:9, 5:9, 5:9] += 5.0
+    followup[18:22, 18:22, 18:22] += 5.0
+    write_volume(Volume(baseline, np.eye(4)), tmp_path / "baseline.nii.gz")
+    write_volume(Volume(followup, np.eye(4)), tmp_path / "followup.nii.gz")
+    write_volume(Volume(np.ones(shape, np.uint8), np.eye(4)), tmp_path / "brain.nii.gz")
+    # Label-grid point p -> baseline point p + 4 mm (RAS x; ITK's LPS x is -RAS x).
+    sitk.WriteTransform(sitk.TranslationTransform(3, (-4.0, 0, 0)), str(tmp_path / "b.txt"))
+    sitk.WriteTransform(sitk.TranslationTransform(3, (0.0, 0, 0)), str(tmp_path / "f.txt"))
+    case = Case(
+        "p", "p", tmp_path / "baseline.nii.gz", tmp_path / "followup.nii.gz", None, "common",
+        baseline_to_label_space=tmp_path / "b.txt",
+        followup_to_label_space=tmp_path / "f.txt",
+        label_brain_mask=tmp_path / "brain.nii.gz",
+    )  # fmt: skip
+    kept, n_kept, n_dropped = gaining_on_label_grid(case, Volume(change, np.eye(4)))
+    assert (n_kept, n_dropped) == (1, 1)
+    assert kept.array[6, 6, 6] == 1 and kept.array[19, 19, 19] == 0
+    assert kept.shape == shape
+
+    without_followup = Case(
+        "p", "p", case.baseline, case.followup, None, "common", case.baseline_to_label_space
+    )
+    with pytest.raises(MSNewLesionsError, match="has no follow-up transform or brain mask, so"):
+        gaining_on_label_grid(without_followup, Volume(change, np.eye(4)))
