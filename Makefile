@@ -7,7 +7,13 @@ DEMO := demo_output
 
 .PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps
 
+# A new environment takes about 7 GB (torch's CUDA build, which also runs on the CPU): say so in one
+# sentence before pip runs out of space half-way.
+DISK_CHECK := import shutil, sys; free = shutil.disk_usage(".").free / 1e9; \
+	sys.exit(None if free >= 6 else f"make: the virtual environment needs about 7 GB on this disk and {free:.1f} GB are free.")
+
 $(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -c '$(DISK_CHECK)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev]"
