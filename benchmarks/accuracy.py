@@ -163,7 +163,13 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 slice_matches = [m.as_dict() for m in matches]
                 probability = predictor.probability(baseline, followup)
                 settings = predictor.postprocessing  # the model's own, as segment applies
-                labels, _ = lesion_labels(probability, settings.threshold, settings.min_lesion_mm3)
+                labels, _ = lesion_labels(
+                    probability,
+                    settings.threshold,
+                    settings.min_lesion_mm3,
+                    pair.brain_mask,
+                    settings.min_depth_mm,
+                )
                 prediction = labels.array > 0
             else:
                 folder = args.work / "synthetic" / name

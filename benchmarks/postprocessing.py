@@ -12,6 +12,11 @@ the empty cases' false lesions included), which is what the choice maximises; ne
 go to the smaller minimum volume, then the threshold nearest 0.5. ``--write`` saves the choice
 as the model's ``postprocessing.json``, which ``segment`` then applies by default.
 
+The minimum depth inside the brain mask (``--min-depth-mm``, default: the model's own) is not
+chosen here: synthetic pairs have neither lesions at the brain's surface nor the artefacts that
+real pairs show there, so they cannot price it. It is applied as ``segment`` applies it, with each
+case's brain mask carried to its label's grid, and written with the choice.
+
 The training run's own split (4 pairs per hold-out scan, 16 in all) is too small to choose on:
 one pair's false lesions swing the choice. The default model's settings were chosen on 12 pairs
 per hold-out scan, the same seed (its first 16 pairs are the training split's), made with
@@ -23,7 +28,7 @@ per hold-out scan, the same seed (its first 16 pairs are the training split's), 
         [--model DIR] [--fold 0] [--work benchmark_output/postprocessing]
         [--tta [--tta-axes 0 ...]] [--write]
         [--no-slice-matching] [--through-segment [--data open_ms_data] [--anatomy-cache DIR]
-        [--inputs-cache DIR] [--realistic]]
+        [--inputs-cache DIR] [--realistic]] [--min-depth-mm MM]
 
 The network alone on the dataset's preprocessed pairs is quick (10-15 s a pair) but sees cleaner
 inputs than ``segment`` does (no registration or skull stripping of the synthetic scans), and it
@@ -76,8 +81,7 @@ def cached_probability(
     cache = work / f"{case}_probability{cache_suffix(tta, match_slices)}.npz"
     if cache.exists():
         return np.load(cache)["probability"].astype(np.float32)
-    baseline = read_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz")
-    followup = read_volume(dataset / "imagesTr" / f"{case}_0001.nii.gz")
+    baseline, followup = dataset_pair(dataset, case)
     if match_slices:
         brain = (baseline.array != 0) | (followup.array != 0)
         brain_mask = baseline.with_array(brain.astype(np.uint8))
@@ -87,6 +91,19 @@ def cached_probability(
     probability = predictor_factory().probability(baseline, followup).array
     np.savez_compressed(cache, probability=probability.astype(np.float16))
     return probability
+
+
+def dataset_pair(dataset: Path, case: str) -> tuple[Volume, Volume]:
+    return tuple(  # type: ignore[return-value]
+        read_volume(dataset / "imagesTr" / f"{case}_{channel}.nii.gz")
+        for channel in ("0000", "0001")
+    )
+
+
+def dataset_brain(dataset: Path, case: str) -> Volume:
+    """A preprocessed pair's brain: where either channel is non-zero (as ``predict`` takes it)."""
+    baseline, followup = dataset_pair(dataset, case)
+    return baseline.with_array(((baseline.array != 0) | (followup.array != 0)).astype(np.uint8))
 
 
 def tta_tag(tta: bool, axes: list[int] | None) -> str:
@@ -135,9 +152,10 @@ class SegmentedSelection:
 
     def probability(
         self, case: str, reference: Volume, work: Path, match_slices: bool, tta: str = ""
-    ) -> tuple[np.ndarray, Volume]:
-        """The case's probability on its label's grid (float16 in WORK), segmented once, and
-        that label (the dataset's; with ``realistic``, the redrawn pair's, before any motion)."""
+    ) -> tuple[np.ndarray, Volume, Volume]:
+        """The case's probability on its label's grid (float16 in WORK), segmented once, that
+        label (the dataset's; with ``realistic``, the redrawn pair's, before any motion) and
+        segment's brain mask carried onto it."""
         cache = work / f"{case}_segment_probability{cache_suffix(tta, match_slices)}.npz"
         if not cache.exists():
             probability = self._segment(case, reference, match_slices)
@@ -145,7 +163,8 @@ class SegmentedSelection:
         if self.realistic:
             folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
             reference = read_volume(folder / f"{case}_label.nii.gz")
-        return np.load(cache)["probability"].astype(np.float32), reference
+        brain = self._on_label_grid(case, reference, match_slices, "brain", "nearest")
+        return np.load(cache)["probability"].astype(np.float32), reference, brain
 
     def _inputs(self, case: str, reference: Volume, match_slices: bool):
         """The network's two inputs, the brain mask and the follow-up's transform to MNI."""
@@ -195,16 +214,32 @@ class SegmentedSelection:
 
     def _segment(self, case: str, reference: Volume, match_slices: bool) -> np.ndarray:
         """As ``segment_pair``: the network, masked to the brain, back on the label's grid."""
-        from msnewlesions.preprocessing import registration
-
-        inputs = self._inputs(case, reference, match_slices)
-        baseline, followup, brain, followup_to_mni, pose = inputs
+        baseline, followup, brain, _, _ = self._inputs(case, reference, match_slices)
         probability = self.predictor_factory().probability(baseline, followup)
         probability = probability.with_array(probability.array * (brain.array > 0))
+        return self._to_label_grid(case, probability, reference, match_slices, "linear").array
+
+    def _on_label_grid(
+        self, case: str, reference: Volume, match_slices: bool, part: str, interpolation: str
+    ) -> Volume:
+        """One of the case's cached MNI inputs (``"brain"``) carried onto its label's grid."""
+        self._inputs(case, reference, match_slices)  # made once
+        folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
+        volume = read_volume(folder / f"{case}_{part}.nii.gz")
+        return self._to_label_grid(case, volume, reference, match_slices, interpolation)
+
+    def _to_label_grid(
+        self, case: str, volume: Volume, reference: Volume, match_slices: bool, interpolation: str
+    ) -> Volume:
+        """An MNI-grid volume of the case on its label's grid (the follow-up's, or with a native
+        acquisition the grid that scan was acquired from)."""
+        from msnewlesions.preprocessing import registration
+
+        _, _, _, followup_to_mni, pose = self._inputs(case, reference, match_slices)
         to_label = registration.invert(followup_to_mni)  # the follow-up's grid is the label's
         if pose is not None:  # the label lies on the grid the scan was acquired from
             to_label = registration.compose(to_label, registration.invert(pose))
-        return registration.resample(probability, reference, to_label, "linear").array
+        return registration.resample(volume, reference, to_label, interpolation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--through-segment on a synthesize --realistic dataset: redraw its pairs as model "
         "v2's segment-made pairs (each visit acquired on a scanner's grid)",
+    )
+    parser.add_argument(
+        "--min-depth-mm",
+        type=float,
+        default=None,
+        help="lesions reaching less deep inside the brain mask are dropped, as segment drops "
+        "them (default: the model's own setting); not chosen here, written with the choice",
     )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
@@ -308,25 +350,33 @@ def main(argv: list[str] | None = None) -> int:
                 tta,
                 not args.no_slice_matching,
             )
+            brain = dataset_brain(args.dataset, case)
         else:
-            probability, reference = selection.probability(
+            probability, reference, brain = selection.probability(
                 case,
                 reference,
                 args.work,
                 not args.no_slice_matching,
                 tta,
             )
-        cases.append((case, probability, reference))
+        cases.append((case, probability, reference, brain))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
 
+    from msnewlesions.lesions import model_postprocessing
+    from msnewlesions.model.default import default_model
+
+    model_folder = args.model or default_model()
+    min_depth = args.min_depth_mm
+    if min_depth is None:
+        min_depth = model_postprocessing(model_folder).min_depth_mm
     grid = []
     for threshold in THRESHOLDS:
         for min_volume in MIN_VOLUMES_MM3:
             dice, f1, false_positives = [], [], []
             detected = true_marks = references = marks = 0
-            for _, probability, reference in cases:
+            for _, probability, reference, brain in cases:
                 labels, count = lesion_labels(
-                    reference.with_array(probability), threshold, min_volume
+                    reference.with_array(probability), threshold, min_volume, brain, min_depth
                 )
                 metrics = case_metrics(
                     labels.array > 0, reference.array > 0, reference.voxel_volume_mm3
@@ -347,13 +397,14 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "threshold": threshold,
                     "min_lesion_mm3": min_volume,
+                    "min_depth_mm": min_depth,
                     "dice": float(np.mean(dice)),
                     "lesion_f1": float(np.mean(f1)),
                     "false_positives_per_empty_case": float(np.mean(false_positives)),
                     "pooled_lesion_f1": pooled,
                 }
             )
-    n_with = sum(1 for _, _, r in cases if r.array.any())
+    n_with = sum(1 for _, _, r, _ in cases if r.array.any())
     print(
         f"\nvalidation cases of fold {args.fold}: {n_with} with new lesions, "
         f"{len(cases) - n_with} without"
@@ -373,15 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     choice = min(near_best, key=lambda r: (r["min_lesion_mm3"], abs(r["threshold"] - 0.5)))
     print(
         f"\nchoice: threshold {choice['threshold']}, minimum lesion volume "
-        f"{choice['min_lesion_mm3']:.0f} mm3 (pooled lesion F1 {choice['pooled_lesion_f1']:.3f}; "
+        f"{choice['min_lesion_mm3']:.0f} mm3, minimum depth {min_depth:g} mm "
+        f"(pooled lesion F1 {choice['pooled_lesion_f1']:.3f}; "
         f"lesion F1 {choice['lesion_f1']:.3f} on cases with new lesions, "
         f"{choice['false_positives_per_empty_case']:.2f} false lesions per case without)"
     )
     if args.write:
-        from msnewlesions.model.default import default_model
-
-        model = args.model or default_model()
-        settings = PostprocessingSettings(choice["threshold"], choice["min_lesion_mm3"])
+        model = model_folder
+        settings = PostprocessingSettings(choice["threshold"], choice["min_lesion_mm3"], min_depth)
         note = (
             f"benchmarks/postprocessing.py: fold {args.fold} validation split of "
             f"{args.dataset.name} ({len(cases)} cases"

@@ -12,6 +12,8 @@ from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.lesions import (
     PostprocessingSettings,
+    label_lesions,
+    lesion_depths_mm,
     model_postprocessing,
     write_model_postprocessing,
 )
@@ -81,6 +83,44 @@ def test_native_mask_keeps_lesion_numbers_and_agrees_through_the_transform() -> 
         assert lesion.voxels_native == len(voxels)
 
 
+def brain_box() -> Volume:
+    """A brain filling indices 10..74 x 10..74 x 10..54 of the probability map's grid."""
+    brain = np.zeros((80, 80, 60), np.uint8)
+    brain[10:75, 10:75, 10:55] = 1
+    return Volume(brain, MNI_AFFINE)
+
+
+@pytest.mark.parametrize(("min_depth_mm", "kept_volumes"), [(3.0, [72, 27, 8]), (3.5, [72, 8])])
+def test_lesions_that_reach_too_little_inside_the_brain_are_dropped(
+    min_depth_mm: float, kept_volumes: list[int]
+) -> None:
+    """The 27-voxel lesion sits in the brain's corner: its deepest voxel, (12, 12, 12), lies
+    3 mm from the nearest voxel outside (index 9 on every axis); the others lie 12 mm or more
+    deep. The kept lesions stay numbered by decreasing volume."""
+    labels, count = lesion_labels(probability_map(), 0.5, 3.0, brain_box(), min_depth_mm)
+    assert count == len(kept_volumes)
+    assert np.bincount(labels.array.ravel())[1:].tolist() == kept_volumes
+
+
+def test_a_lesion_depth_is_measured_in_mm_with_the_voxels_own_size() -> None:
+    """3 mm slices: a voxel two slices from the array's end (outside the brain) is 6 mm deep,
+    though it lies 11 voxels (11 mm) from the nearest edge in-plane."""
+    mask = np.zeros((30, 30, 10), bool)
+    mask[10, 10, 1] = True  # depth: min(11 x 1 mm, 2 x 3 mm)
+    mask[15, 15, 5] = True  # depth: min(15 x 1 mm, 5 x 3 mm) = 15 mm
+    labels, count = label_lesions(mask, 3.0, 0.0)
+    depths = lesion_depths_mm(labels, count, np.ones(mask.shape), (1.0, 1.0, 3.0))
+    assert depths.tolist() == [6.0, 15.0]
+    outside = np.ones(mask.shape)
+    outside[10, 10, 1] = 0
+    assert lesion_depths_mm(labels, count, outside, (1.0, 1.0, 3.0))[0] == 0.0
+
+
+def test_a_depth_rule_without_a_brain_mask_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the brain mask"):
+        lesion_labels(probability_map(), 0.5, 3.0, None, 3.0)
+
+
 def test_no_lesion_gives_an_empty_table() -> None:
     empty = Volume(np.zeros((10, 10, 10), np.float32), MNI_AFFINE)
     labels, count = lesion_labels(empty)
@@ -100,6 +140,11 @@ def test_a_models_own_settings_are_read_back_and_options_override_them(tmp_path:
     assert SegmentOptions(min_lesion_mm3=0.0).postprocessing(saved) == PostprocessingSettings(
         0.4, 0.0
     )
+    assert saved.min_depth_mm == 0.0  # a file without the depth rule has none
+    write_model_postprocessing(tmp_path, PostprocessingSettings(0.4, 10.0, 3.0), "validation")
+    with_depth = model_postprocessing(tmp_path)
+    assert with_depth == PostprocessingSettings(0.4, 10.0, 3.0)
+    assert SegmentOptions(min_depth_mm=0.0).postprocessing(with_depth).min_depth_mm == 0.0
     # The model's 0.4 takes in the 0.49 block (27 voxels); its 10 mm3 drops the 8-voxel lesion.
     labels, count = lesion_labels(probability_map(), saved.threshold, saved.min_lesion_mm3)
     assert count == 3

@@ -59,6 +59,7 @@ def summary(
         new_lesion_volume_mm3=0.0,
         threshold=0.5,
         min_lesion_mm3=3.0,
+        min_depth_mm=0.0,
         slice_matching=slice_matching,
         slice_matches=slice_matches or [],
         model="test",

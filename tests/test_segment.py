@@ -200,6 +200,36 @@ def test_segment_applies_the_models_own_postprocessing(example: dict, tmp_path: 
     assert "No new lesion was found." in (tmp_path / "o" / "report.html").read_text("utf-8")
 
 
+def test_a_minimum_depth_drops_marks_short_of_it_and_is_reported(
+    example: dict, tmp_path: Path
+) -> None:
+    """The cubes lie in the white matter, more than 3 mm inside the brain; no brain is 200 mm
+    deep, so --min-depth-mm 200 leaves nothing. summary.json and the report say which rule."""
+    predictor = CubesPredictor(CUBES)
+    kept = segment_command.segment_files(
+        example["baseline"],
+        example["followup"],
+        tmp_path / "kept",
+        None,
+        SegmentOptions(min_depth_mm=3.0),
+        predictor=predictor,
+    )
+    assert sorted(lesion.volume_mm3 for lesion in kept.lesions) == [27.0, 64.0]
+    summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    assert summary["min_depth_mm"] == 3.0
+    report = (tmp_path / "kept" / "report.html").read_text("utf-8")
+    assert "reaching 3 mm or more inside the brain mask" in report
+    none = segment_command.segment_files(
+        example["baseline"],
+        example["followup"],
+        tmp_path / "none",
+        None,
+        SegmentOptions(min_depth_mm=200.0),
+        predictor=predictor,
+    )
+    assert none.lesions == [] and not none.new_lesions.array.any()
+
+
 @pytest.fixture(scope="module")
 def thick_slice_followup(example: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The example baseline with fine texture (1 mm detail), and the same brain seen through

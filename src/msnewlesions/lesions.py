@@ -5,16 +5,22 @@ evaluation tool animaSegPerfAnalyzer count lesions) whose volume is *strictly la
 minimum volume: anima keeps components of more than ``floor(min_lesion_mm3 / voxel_mm3)`` voxels.
 Smaller components are background.
 
-The parameters that turn a network's probability map into lesions, the threshold and the minimum
-volume (:class:`PostprocessingSettings`), belong to the model they were chosen for: a model folder
-may hold ``postprocessing.json`` (written by ``benchmarks/postprocessing.py`` from that model's
-validation split, as nnU-Net determines its own post-processing on cross-validation); without it,
-the defaults apply (0.5, and MSSEG-2's 3 mm3).
+The parameters that turn a network's probability map into lesions, the threshold, the minimum
+volume and the minimum depth (:class:`PostprocessingSettings`), belong to the model they were
+chosen for: a model folder may hold ``postprocessing.json`` (written by
+``benchmarks/postprocessing.py`` from that model's validation split, as nnU-Net determines its own
+post-processing on cross-validation); without it, the defaults apply (0.5, MSSEG-2's 3 mm3, no
+depth rule).
+
+The depth of a lesion (:func:`lesion_depths_mm`) is how far its deepest voxel lies inside the
+brain mask: the distance from that voxel's centre to the nearest voxel outside the mask (1 mm for
+a voxel on the mask's surface of a 1 mm grid).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -69,20 +75,55 @@ def label_lesions(
     return renumber[labels], len(kept)
 
 
+def lesion_depths_mm(
+    labels: np.ndarray, count: int, brain_mask: np.ndarray, spacing_mm: Sequence[float]
+) -> np.ndarray:
+    """How deep inside ``brain_mask`` each lesion 1..count reaches (mm; 0 for one outside it)."""
+    if count == 0:
+        return np.zeros(0)
+    inside = np.pad(np.asarray(brain_mask) > 0, 1)  # the array's border is outside the brain
+    depth = ndimage.distance_transform_edt(inside, sampling=[float(s) for s in spacing_mm])
+    depth = depth[1:-1, 1:-1, 1:-1]
+    return np.asarray(ndimage.maximum(depth, labels, index=np.arange(1, count + 1)), dtype=float)
+
+
+def drop_shallow_lesions(
+    labels: np.ndarray,
+    count: int,
+    brain_mask: np.ndarray,
+    spacing_mm: Sequence[float],
+    min_depth_mm: float,
+) -> tuple[np.ndarray, int]:
+    """The lesions that reach at least ``min_depth_mm`` inside the brain, renumbered 1..n in
+    their order; the others become background."""
+    if count == 0 or min_depth_mm <= 0:
+        return labels, count
+    kept = np.flatnonzero(lesion_depths_mm(labels, count, brain_mask, spacing_mm) >= min_depth_mm)
+    renumber = np.zeros(count + 1, dtype=labels.dtype)
+    renumber[kept + 1] = np.arange(1, len(kept) + 1, dtype=labels.dtype)
+    return renumber[labels], len(kept)
+
+
 @dataclass(frozen=True)
 class PostprocessingSettings:
-    """Probability threshold and minimum lesion volume (components of that volume or less go)."""
+    """Probability threshold, minimum lesion volume (components of that volume or less go) and
+    minimum depth inside the brain mask (lesions that reach less deep go; 0: no such rule)."""
 
     threshold: float = 0.5
     min_lesion_mm3: float = MIN_LESION_MM3
+    min_depth_mm: float = 0.0
 
     def override(
-        self, threshold: float | None = None, min_lesion_mm3: float | None = None
+        self,
+        threshold: float | None = None,
+        min_lesion_mm3: float | None = None,
+        min_depth_mm: float | None = None,
     ) -> PostprocessingSettings:
         """These settings with the values given (None keeps this one's)."""
         return PostprocessingSettings(
             self.threshold if threshold is None else threshold,
             self.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3,
+            self.min_depth_mm if min_depth_mm is None else min_depth_mm,
         )
 
 

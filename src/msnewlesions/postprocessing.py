@@ -3,10 +3,11 @@ mask on the follow-up's own (native) grid.
 
 Lesions (:mod:`msnewlesions.lesions`) are found once, in MNI space (1 mm isotropic, where the
 network works): the probability map is thresholded, lesions of ``min_lesion_mm3`` or less are
-dropped, and the rest are numbered 1..n by decreasing volume. The native mask is that label map
-carried onto the follow-up's grid through ``followup_to_mni`` by nearest neighbour, so a lesion
-keeps its number in both spaces; its native centroid is the MNI centroid mapped through the same
-transform.
+dropped, and so are those that reach less than ``min_depth_mm`` inside the brain mask (where the
+model's settings have such a rule), and the rest are numbered 1..n by decreasing volume. The
+native mask is that label map carried onto the follow-up's grid through ``followup_to_mni`` by
+nearest neighbour, so a lesion keeps its number in both spaces; its native centroid is the MNI
+centroid mapped through the same transform.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from msnewlesions.io import Volume
-from msnewlesions.lesions import MIN_LESION_MM3, label_lesions
+from msnewlesions.lesions import MIN_LESION_MM3, drop_shallow_lesions, label_lesions
 from msnewlesions.location import lesion_locations
 from msnewlesions.preprocessing import registration
 
@@ -68,13 +69,24 @@ LESION_TABLE_COLUMNS = (
 
 
 def lesion_labels(
-    probability: Volume, threshold: float = 0.5, min_lesion_mm3: float = MIN_LESION_MM3
+    probability: Volume,
+    threshold: float = 0.5,
+    min_lesion_mm3: float = MIN_LESION_MM3,
+    brain_mask: Volume | None = None,
+    min_depth_mm: float = 0.0,
 ) -> tuple[Volume, int]:
     """Lesions of ``probability >= threshold`` numbered 1..n by decreasing volume (uint16);
-    those of ``min_lesion_mm3`` or less are removed, as MSSEG-2's evaluation ignores them."""
+    those of ``min_lesion_mm3`` or less are removed, as MSSEG-2's evaluation ignores them, and
+    with ``min_depth_mm`` those that reach less deep inside ``brain_mask`` (same grid)."""
     labels, count = label_lesions(
         probability.array >= threshold, probability.voxel_volume_mm3, min_lesion_mm3, "volume"
     )
+    if min_depth_mm > 0:
+        if brain_mask is None:
+            raise ValueError("a minimum lesion depth needs the brain mask")
+        labels, count = drop_shallow_lesions(
+            labels, count, brain_mask.array, probability.spacing.tolist(), min_depth_mm
+        )
     return probability.with_array(labels.astype(np.uint16)), count
 
 

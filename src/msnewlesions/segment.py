@@ -45,19 +45,21 @@ class LesionPredictor(Protocol):
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """``threshold`` / ``min_lesion_mm3``: None takes the model's own (its postprocessing.json).
+    """``threshold`` / ``min_lesion_mm3`` / ``min_depth_mm``: None takes the model's own (its
+    postprocessing.json).
 
     ``match_slices``: see the two scans through the same slices before the network compares them.
     """
 
     threshold: float | None = None
     min_lesion_mm3: float | None = None
+    min_depth_mm: float | None = None
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     match_slices: bool = True
 
     def postprocessing(self, model_settings: PostprocessingSettings) -> PostprocessingSettings:
         """These options over the model's settings."""
-        return model_settings.override(self.threshold, self.min_lesion_mm3)
+        return model_settings.override(self.threshold, self.min_lesion_mm3, self.min_depth_mm)
 
     def inputs(self) -> InputOptions:
         return InputOptions(self.preprocess, self.match_slices)
@@ -94,7 +96,9 @@ def predict_lesions(
     probability = predictor.probability(baseline, followup)
     inside = brain_mask.array > 0
     probability = probability.with_array((probability.array * inside).astype(np.float32))
-    labels, count = lesion_labels(probability, settings.threshold, settings.min_lesion_mm3)
+    labels, count = lesion_labels(
+        probability, settings.threshold, settings.min_lesion_mm3, brain_mask, settings.min_depth_mm
+    )
     return probability, labels, count
 
 
@@ -149,6 +153,7 @@ class SegmentationSummary:
     new_lesion_volume_mm3: float
     threshold: float
     min_lesion_mm3: float
+    min_depth_mm: float
     slice_matching: bool
     slice_matches: list[dict[str, Any]]
     model: str
@@ -173,6 +178,7 @@ class SegmentationSummary:
             new_lesion_volume_mm3=round(result.total_volume_mm3, 2),
             threshold=result.postprocessing.threshold,
             min_lesion_mm3=result.postprocessing.min_lesion_mm3,
+            min_depth_mm=result.postprocessing.min_depth_mm,
             slice_matching=result.match_slices,
             slice_matches=result.inputs.slice_matches_as_dicts(),
             model=model,

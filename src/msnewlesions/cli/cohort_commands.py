@@ -60,6 +60,13 @@ MinLesion = Annotated[
     float | None,
     typer.Option(help="Lesions of this volume (mm3) or less are dropped (default: the model's)."),
 ]
+MinDepth = Annotated[
+    float | None,
+    typer.Option(
+        help="Lesions that reach less deep inside the brain mask (mm) are dropped (default: the "
+        "model's; 0 turns it off)."
+    ),
+]
 MatchSlices = Annotated[
     bool,
     typer.Option(
@@ -109,6 +116,7 @@ def _settings(
     tta: bool,
     threshold: float | None,
     min_lesion_mm3: float | None,
+    min_depth_mm: float | None,
     match_slices: bool,
 ) -> SegmentSettings:
     from msnewlesions.cohort.engine import SegmentSettings
@@ -116,10 +124,13 @@ def _settings(
     from msnewlesions.segment import SegmentOptions
 
     options = SegmentOptions(
-        threshold,
-        min_lesion_mm3,
-        PreprocessOptions(device=device.value, skull_stripped=skull_stripped.as_option()),
-        match_slices,
+        threshold=threshold,
+        min_lesion_mm3=min_lesion_mm3,
+        min_depth_mm=min_depth_mm,
+        preprocess=PreprocessOptions(
+            device=device.value, skull_stripped=skull_stripped.as_option()
+        ),
+        match_slices=match_slices,
     )
     return SegmentSettings(model, options, device.value, tta)
 
@@ -193,6 +204,7 @@ def bids(
     tta: Tta = False,
     threshold: Threshold = None,
     min_lesion_mm3: MinLesion = None,
+    min_depth_mm: MinDepth = None,
     match_slices: MatchSlices = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -214,7 +226,14 @@ def bids(
         run = bids_group(bids_dir, output_dir, selection)
     else:
         settings = _settings(
-            model, device, skull_stripped, tta, threshold, min_lesion_mm3, match_slices
+            model,
+            device,
+            skull_stripped,
+            tta,
+            threshold,
+            min_lesion_mm3,
+            min_depth_mm,
+            match_slices,
         )
         run = bids_participant(bids_dir, output_dir, settings, selection, jobs, dask_scheduler)
     _finish(run, output_dir)
@@ -234,6 +253,7 @@ def batch(
     tta: Tta = False,
     threshold: Threshold = None,
     min_lesion_mm3: MinLesion = None,
+    min_depth_mm: MinDepth = None,
     match_slices: MatchSlices = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -248,7 +268,14 @@ def batch(
     from msnewlesions.commands.cohort import batch as run_batch
 
     settings = _settings(
-        model, device, skull_stripped, tta, threshold, min_lesion_mm3, match_slices
+        model,
+        device,
+        skull_stripped,
+        tta,
+        threshold,
+        min_lesion_mm3,
+        min_depth_mm,
+        match_slices,
     )
     run = run_batch(manifest, output_dir, settings, jobs, dask_scheduler)
     _finish(run, output_dir)

@@ -146,6 +146,13 @@ def segment(
             help="Lesions of this volume or less are dropped (default: the model's own, else 3)."
         ),
     ] = None,
+    min_depth_mm: Annotated[
+        float | None,
+        typer.Option(
+            help="Lesions that reach less deep inside the brain mask (mm) are dropped (default: "
+            "the model's own, else none; 0 turns it off)."
+        ),
+    ] = None,
     match_slices: Annotated[
         bool,
         typer.Option(
@@ -176,10 +183,13 @@ def segment(
     if destination is None or (out is not None and mask is not None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
     options = SegmentOptions(
-        threshold,
-        min_lesion_mm3,
-        PreprocessOptions(device=device.value, skull_stripped=skull_stripped.as_option()),
-        match_slices,
+        threshold=threshold,
+        min_lesion_mm3=min_lesion_mm3,
+        min_depth_mm=min_depth_mm,
+        preprocess=PreprocessOptions(
+            device=device.value, skull_stripped=skull_stripped.as_option()
+        ),
+        match_slices=match_slices,
     )
     result = segment_files(
         baseline,

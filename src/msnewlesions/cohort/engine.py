@@ -76,6 +76,7 @@ class SegmentSettings:
             "model": str(self.model) if self.model is not None else "shipped default model",
             "threshold": self.options.threshold,
             "min_lesion_mm3": self.options.min_lesion_mm3,
+            "min_depth_mm": self.options.min_depth_mm,
             "match_slices": self.options.match_slices,
             "skull_stripped": preprocess.skull_stripped,
             "skullstrip_mode": preprocess.skullstrip_mode,

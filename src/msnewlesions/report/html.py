@@ -155,6 +155,17 @@ def slice_matching_text(summary: SegmentationSummary) -> str:
     )
 
 
+def lesion_rule_text(summary: SegmentationSummary) -> str:
+    """The post-processing that made the marks, in one line."""
+    text = (
+        f"network probability {summary.threshold:g} or more, larger than "
+        f"{summary.min_lesion_mm3:g} mm3"
+    )
+    if summary.min_depth_mm > 0:
+        text += f", reaching {summary.min_depth_mm:g} mm or more inside the brain mask"
+    return text
+
+
 def _residual_text(qc: QualityReport) -> str:
     shift = qc.edge_residual_shift_mm
     if shift is None:
@@ -175,6 +186,7 @@ def _qc_rows(summary: SegmentationSummary) -> str:
         ("Voxel size baseline (mm)", qc.voxel_size_mm.get("baseline_in")),
         ("Voxel size follow-up (mm)", qc.voxel_size_mm.get("followup_in")),
         ("Slice matching before the comparison", slice_matching_text(summary)),
+        ("What is reported as a lesion", lesion_rule_text(summary)),
     ]
     return "".join(
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(value))}</td></tr>"
