@@ -105,10 +105,21 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, float | Non
 
 
 def segment_folder(
-    baseline: Path, followup: Path, out: Path, model: Path | None, match_slices: bool = True
-) -> Path:
+    baseline: Path,
+    followup: Path,
+    out: Path,
+    model: Path | None,
+    match_slices: bool = True,
+    refusal_allowed: bool = False,
+) -> Path | None:
+    """``segment``'s mask of the pair (segmented once into ``out``). With ``refusal_allowed``,
+    a pair that segment refuses (its input checks: one clear sentence, exit status 1) gives
+    None, its sentence kept in ``out/refused.txt``; else the benchmark stops there."""
     from msnewlesions.cli import main
 
+    refused = out / "refused.txt"
+    if refusal_allowed and refused.exists():
+        return None
     if not (out / "new_lesions.nii.gz").exists():
         argv = ["segment", "--baseline", str(baseline), "--followup", str(followup)]
         argv += ["--out", str(out), "-q", "--overwrite"]
@@ -116,12 +127,20 @@ def segment_folder(
             argv += ["--model", str(model)]
         if not match_slices:
             argv += ["--no-slice-matching"]
-        if main(argv) != 0:
+        status = main(argv)
+        if status == 1 and refusal_allowed:
+            out.mkdir(parents=True, exist_ok=True)
+            refused.write_text("segment refused this pair (its message is in the log)\n")
+            return None
+        if status != 0:
             raise SystemExit(f"segment failed on {baseline} / {followup}")
     return out / "new_lesions.nii.gz"
 
 
-def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
+def synthetic_holdout(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The scored pairs, and those segment refused (its input checks), which are not scored."""
     from msnewlesions.model.default import default_model
     from msnewlesions.model.nnunet import NewLesionPredictor
     from msnewlesions.postprocessing import lesion_labels
@@ -135,7 +154,8 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
         settings = synthesis.SynthesisSettings()
     native = args.realistic and not args.direct
     predictor = None
-    rows = []
+    rows: list[dict[str, Any]] = []
+    refusals: list[dict[str, Any]] = []
     for index, source in enumerate(sources):
         if source.patient not in synthesis.HOLDOUT_PATIENTS:
             continue
@@ -183,7 +203,12 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
                     folder / "segment",
                     args.model,
                     not args.no_slice_matching,
+                    refusal_allowed=True,
                 )
+                if mask is None:  # as a user would be told: no mask for this pair
+                    refusals.append({"case": name, "slices": slices(pair.info)})
+                    logging.info("%s: refused by segment", name)
+                    continue
                 prediction = read_volume(mask).array > 0
                 summary = json.loads((folder / "segment" / "summary.json").read_text())
                 slice_matches = summary.get("slice_matches", [])
@@ -193,7 +218,7 @@ def synthetic_holdout(args: argparse.Namespace) -> list[dict[str, Any]]:
             row["matched"] = matched(slice_matches)
             rows.append(row)
             logging.info("%s: %s", name, row)
-    return rows
+    return rows, refusals
 
 
 def on_common_grid(image: Path, to_common: Path, grid: Volume, mode: str) -> Volume:
@@ -265,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         "slice_matching": not args.no_slice_matching,
     }
     if not args.skip_synthetic:
-        rows = synthetic_holdout(args)
+        rows, refusals = synthetic_holdout(args)
+        results["synthetic_refused_by_segment"] = refusals
         with_lesions = [r for r in rows if r["n_ref_lesions"] > 0]
         without = [r for r in rows if r["n_ref_lesions"] == 0]
         results["synthetic_with_lesions"] = {
@@ -285,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             f"lesions per pair: {np.mean(false_positives) if false_positives else float('nan'):.2f}"
             f" ({false_positives})"
         )
+        if refusals:
+            print(
+                f"refused by segment's input checks (no mask, not scored): {len(refusals)} of "
+                f"{len(rows) + len(refusals)} pairs: "
+                + ", ".join(f"{r['case']} ({r['slices']})" for r in refusals)
+            )
     if not args.skip_real:
         rows = real_pairs(args)
         results["real"] = {"cases": rows, "mean": print_table("real open_ms_data pairs", rows)}

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, read_volume
 from msnewlesions.lesions import PostprocessingSettings, write_model_postprocessing
 from msnewlesions.metrics import case_metrics
@@ -150,12 +151,28 @@ class SegmentedSelection:
         self.inputs_cache = inputs_cache
         self.predictor_factory = predictor_factory
 
+    def refused(self, case: str, match_slices: bool) -> str | None:
+        """Why segment refused the case's scans (its input checks), or None."""
+        folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
+        note = folder / f"{case}_refused.txt"
+        return note.read_text().strip() if note.exists() else None
+
     def probability(
         self, case: str, reference: Volume, work: Path, match_slices: bool, tta: str = ""
-    ) -> tuple[np.ndarray, Volume, Volume]:
+    ) -> tuple[np.ndarray, Volume, Volume] | None:
         """The case's probability on its label's grid (float16 in WORK), segmented once, that
         label (the dataset's; with ``realistic``, the redrawn pair's, before any motion) and
-        segment's brain mask carried onto it."""
+        segment's brain mask carried onto it; None when segment refuses the pair (as a user
+        would get no mask), the reason kept in the inputs cache."""
+        if self.refused(case, match_slices) is None:
+            try:
+                self._inputs(case, reference, match_slices)
+            except MSNewLesionsError as error:
+                folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{case}_refused.txt").write_text(f"{error}\n")
+        if self.refused(case, match_slices) is not None:
+            return None
         cache = work / f"{case}_segment_probability{cache_suffix(tta, match_slices)}.npz"
         if not cache.exists():
             probability = self._segment(case, reference, match_slices)
@@ -339,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     tta = tta_tag(args.tta, args.tta_axes)
     cases = []
+    refused: list[str] = []
     for case in validation_cases(args.dataset, args.fold):
         reference = read_volume(args.dataset / "labelsTr" / f"{case}.nii.gz")
         if selection is None:
@@ -352,13 +370,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             brain = dataset_brain(args.dataset, case)
         else:
-            probability, reference, brain = selection.probability(
+            segmented = selection.probability(
                 case,
                 reference,
                 args.work,
                 not args.no_slice_matching,
                 tta,
             )
+            if segmented is None:
+                refused.append(case)
+                logging.info("%s: refused by segment: %s", case, selection.refused(case, True))
+                continue
+            probability, reference, brain = segmented
         cases.append((case, probability, reference, brain))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
 
@@ -408,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nvalidation cases of fold {args.fold}: {n_with} with new lesions, "
         f"{len(cases) - n_with} without"
+        + (
+            f"; {len(refused)} refused by segment, not scored: {', '.join(refused)}"
+            if refused
+            else ""
+        )
     )
     print(
         f"{'threshold':>9} {'min mm3':>8} {'dice':>7} {'lesion_f1':>9} {'FP/empty':>9} "
@@ -438,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             + (", segmented from their scans" if args.through_segment else "")
             + "), best pooled lesion F1"
             + ("" if args.no_slice_matching else ", slice-matched inputs as segment feeds them")
+            + (f"; {len(refused)} cases segment refused left out" if refused else "")
+            + (f"; minimum depth {min_depth:g} mm set beforehand, not chosen" if min_depth else "")
         )
         print(f"written: {write_model_postprocessing(model, settings, note)}")
     result = {
@@ -447,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "slice_matching": not args.no_slice_matching,
         "through_segment": args.through_segment,
         "grid": grid,
+        "refused_by_segment": refused,
         "choice": choice,
     }
     (args.work / "postprocessing.json").write_text(json.dumps(result, indent=2) + "\n")
