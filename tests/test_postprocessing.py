@@ -111,6 +111,9 @@ def test_a_lesion_depth_is_measured_in_mm_with_the_voxels_own_size() -> None:
     labels, count = label_lesions(mask, 3.0, 0.0)
     depths = lesion_depths_mm(labels, count, np.ones(mask.shape), (1.0, 1.0, 3.0))
     assert depths.tolist() == [6.0, 15.0]
+    # Measured only up to 7 mm (each lesion in its own box): exact below, at least 7 above.
+    local = lesion_depths_mm(labels, count, np.ones(mask.shape), (1.0, 1.0, 3.0), up_to_mm=7.0)
+    assert local[0] == 6.0 and local[1] >= 7.0
     outside = np.ones(mask.shape)
     outside[10, 10, 1] = 0
     assert lesion_depths_mm(labels, count, outside, (1.0, 1.0, 3.0))[0] == 0.0
