@@ -63,9 +63,10 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions_and_predict_ag
     # segment applied the shipped model's own post-processing and says so.
     summary = json.loads((out / "summary.json").read_text())
     applied = model_postprocessing(DEFAULT_MODEL)
-    assert (summary["threshold"], summary["min_lesion_mm3"]) == (
+    assert (summary["threshold"], summary["min_lesion_mm3"], summary["min_depth_mm"]) == (
         applied.threshold,
         applied.min_lesion_mm3,
+        applied.min_depth_mm,
     )
     assert 0.0 < applied.threshold < 1.0 and applied.min_lesion_mm3 >= 3.0  # MSSEG-2's floor
 
