@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from msnewlesions.segment import SegmentOptions
 
 app = typer.Typer(
     name="msnewlesions",
@@ -50,6 +53,30 @@ SkullStripped = Annotated[
 class DeviceChoice(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+def segment_options(
+    threshold: float | None,
+    min_lesion_mm3: float | None,
+    min_depth_mm: float | None,
+    device: DeviceChoice,
+    skull_stripped: SkullStrippedChoice,
+    match_slices: bool,
+) -> SegmentOptions:
+    """``segment``'s options from the flags every segmenting command shares (None: the model's
+    own post-processing)."""
+    from msnewlesions.preprocessing.pipeline import PreprocessOptions
+    from msnewlesions.segment import SegmentOptions
+
+    return SegmentOptions(
+        threshold=threshold,
+        min_lesion_mm3=min_lesion_mm3,
+        min_depth_mm=min_depth_mm,
+        preprocess=PreprocessOptions(
+            device=device.value, skull_stripped=skull_stripped.as_option()
+        ),
+        match_slices=match_slices,
+    )
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

@@ -16,6 +16,7 @@ from msnewlesions.cli.app import (
     Verbose,
     app,
     configure_logging,
+    segment_options,
 )
 from msnewlesions.errors import MSNewLesionsError
 
@@ -120,17 +121,9 @@ def _settings(
     match_slices: bool,
 ) -> SegmentSettings:
     from msnewlesions.cohort.engine import SegmentSettings
-    from msnewlesions.preprocessing.pipeline import PreprocessOptions
-    from msnewlesions.segment import SegmentOptions
 
-    options = SegmentOptions(
-        threshold=threshold,
-        min_lesion_mm3=min_lesion_mm3,
-        min_depth_mm=min_depth_mm,
-        preprocess=PreprocessOptions(
-            device=device.value, skull_stripped=skull_stripped.as_option()
-        ),
-        match_slices=match_slices,
+    options = segment_options(
+        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices
     )
     return SegmentSettings(model, options, device.value, tta)
 

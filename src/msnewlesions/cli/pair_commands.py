@@ -16,6 +16,7 @@ from msnewlesions.cli.app import (
     Verbose,
     app,
     configure_logging,
+    segment_options,
 )
 from msnewlesions.errors import MSNewLesionsError
 
@@ -174,22 +175,14 @@ def segment(
     """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.segment import segment_files
-    from msnewlesions.preprocessing.pipeline import PreprocessOptions
-    from msnewlesions.segment import SegmentOptions
 
     if baseline is None or followup is None:
         raise MSNewLesionsError("give both scans: --baseline B --followup F (or -t1 B -t2 F).")
     destination = out if mask is None else mask
     if destination is None or (out is not None and mask is not None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
-    options = SegmentOptions(
-        threshold=threshold,
-        min_lesion_mm3=min_lesion_mm3,
-        min_depth_mm=min_depth_mm,
-        preprocess=PreprocessOptions(
-            device=device.value, skull_stripped=skull_stripped.as_option()
-        ),
-        match_slices=match_slices,
+    options = segment_options(
+        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices
     )
     result = segment_files(
         baseline,
