@@ -246,8 +246,8 @@ def predict(
     quiet: Quiet = False,
 ) -> None:
     """Segment preprocessed pairs with a trained model (its folds ensembled), as segment does:
-    zero outside the brain (where both inputs are zero), the model's threshold and minimum
-    lesion size."""
+    zero outside the brain (where both inputs are zero), the model's threshold, minimum lesion
+    size and minimum depth inside that brain."""
     configure_logging(verbose, quiet)
     from msnewlesions.commands.predict import predict_files
 
