@@ -337,9 +337,12 @@ def test_a_run_that_blocks_after_sigterm_is_ended_anyway(tmp_path: Path) -> None
         "from msnewlesions import cli\n"
         "cli.TERMINATE_GRACE_SECONDS = 5.0\n"  # time enough to print, even on a loaded machine
         "cli._interrupt_on_sigterm()\n"
-        "print('ready', flush=True)\n"
+        "ready = False\n"
         "while True:\n"
-        "    try:\n"
+        "    try:\n"  # 'ready' inside the try: the interrupt may come at once
+        "        if not ready:\n"
+        "            ready = True\n"
+        "            print('ready', flush=True)\n"
         "        time.sleep(60)\n"
         "    except KeyboardInterrupt:\n"
         "        print('interrupted, staying', flush=True)\n"
