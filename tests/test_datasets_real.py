@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from msnewlesions.io import read_volume
 from msnewlesions.model import datasets, nnunet
@@ -50,8 +51,14 @@ def test_labels_sit_on_new_hyperintense_follow_up_tissue(dataset: Path, patient:
     followup = read_volume(dataset / "imagesTr" / f"{patient}_0001.nii.gz").array
     brain = followup != 0
     assert label.sum() > 500
-    assert np.median(followup[label]) > np.median(followup[brain]) + 1.0  # hyperintense
-    assert np.median(followup[label] - baseline[label]) > 0.5  # and new: brighter than before
+    # Against the tissue around the labels (a shell 2-3 voxels out), not the whole brain's: the
+    # experts mark faint new lesions too (patient03's labelled voxels: median z 1.16, brain 0.19),
+    # and a label carried off its lesion by a few voxels lands on that shell's kind of tissue
+    # (patient03 shifted 3 voxels: median z 0.31-0.62, gain 0.05-0.34).
+    shell = ndimage.binary_dilation(label, iterations=3) & ~ndimage.binary_dilation(label) & brain
+    gain = followup - baseline
+    assert np.median(followup[label]) > np.median(followup[shell]) + 0.5  # hyperintense
+    assert np.median(gain[label]) > np.median(gain[shell]) + 0.5  # and new: brighter than before
 
 
 @pytest.mark.parametrize("patient", ["patient01", "patient03"])
