@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from msnewlesions.denormals import flushed_denormals
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 
@@ -79,7 +80,7 @@ def hdbet_brain_mask(
     array_zyx = np.ascontiguousarray(oriented.transpose(2, 1, 0))
     spacing_zyx = tuple(float(s) for s in spacing[::-1])
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
+    with contextlib.redirect_stdout(captured), flushed_denormals():
         _, segmentation = run_hd_bet_function(
             array_zyx,
             spacing_zyx,
