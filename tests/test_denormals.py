@@ -1,6 +1,6 @@
-"""Network passes flush subnormal floats to zero (:mod:`msnewlesions.denormals`): on x86 CPUs a
-pass whose activations turn subnormal otherwise runs 10-100 times slower (HD-BET on a real
-head: more than 30 minutes instead of 25 s)."""
+"""Network passes run where subnormal floats count as zero (:mod:`msnewlesions.denormals`): on
+x86 CPUs a pass whose activations turn subnormal otherwise runs 10-100 times slower (HD-BET on a
+real head: more than 30 minutes instead of 25 s)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from msnewlesions.denormals import flushed_denormals
+from msnewlesions.denormals import run_flushed
 from msnewlesions.io import Volume
 
 torch = pytest.importorskip("torch")
@@ -28,16 +28,43 @@ def _needs_flush_support() -> None:
         pytest.skip("this CPU cannot flush subnormal floats (not x86 with SSE3)")
 
 
-def test_the_block_flushes_and_leaves_the_default_behind() -> None:
-    assert not subnormals_flushed()
-    with flushed_denormals():
-        assert subnormals_flushed()
-    assert not subnormals_flushed()
+SUBNORMALS = torch.full((1_000_000,), SUBNORMAL, dtype=torch.float32)  # made while not flushed
 
 
-def test_an_error_in_the_block_still_restores_the_default() -> None:
-    with pytest.raises(RuntimeError), flushed_denormals():
-        raise RuntimeError("a failing network pass")
+def subnormals_left() -> int:
+    """How many of a million subnormal products stay non-zero; an op this large is split over
+    PyTorch's OpenMP workers, so each worker's own switch counts."""
+    return int((SUBNORMALS * 2).count_nonzero())
+
+
+def test_the_function_runs_flushed_and_the_caller_is_left_as_it_was() -> None:
+    assert not subnormals_flushed()
+    assert run_flushed(subnormals_flushed) is True
+    assert not subnormals_flushed()
+    assert subnormals_left() == 1_000_000
+
+
+def test_every_worker_of_the_pass_flushes_even_when_the_callers_workers_exist() -> None:
+    if torch.get_num_threads() < 2:
+        pytest.skip("one PyTorch thread: no workers to tell apart")
+    assert subnormals_left() == 1_000_000  # the caller's OpenMP workers now exist
+    # Setting the switch in the calling thread reaches only its own share of the work ...
+    torch.set_flush_denormal(True)
+    try:
+        only_the_caller = subnormals_left()
+    finally:
+        torch.set_flush_denormal(False)
+    assert 0 < only_the_caller < 1_000_000
+    # ... while the pass's own thread and its workers flush all of it.
+    assert run_flushed(subnormals_left) == 0
+
+
+def test_the_functions_error_reaches_the_caller() -> None:
+    def failing_pass() -> None:
+        raise MemoryError("a network pass too large")
+
+    with pytest.raises(MemoryError, match="too large"):
+        run_flushed(failing_pass)
     assert not subnormals_flushed()
 
 

@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from msnewlesions.denormals import flushed_denormals
+from msnewlesions.denormals import run_flushed
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 
@@ -80,14 +80,16 @@ def hdbet_brain_mask(
     array_zyx = np.ascontiguousarray(oriented.transpose(2, 1, 0))
     spacing_zyx = tuple(float(s) for s in spacing[::-1])
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured), flushed_denormals():
-        _, segmentation = run_hd_bet_function(
-            array_zyx,
-            spacing_zyx,
-            mode=mode,
-            device="cpu" if device == "cpu" else 0,
-            postprocess=True,
-            do_tta=test_time_augmentation,
+    with contextlib.redirect_stdout(captured):
+        _, segmentation = run_flushed(
+            lambda: run_hd_bet_function(
+                array_zyx,
+                spacing_zyx,
+                mode=mode,
+                device="cpu" if device == "cpu" else 0,
+                postprocess=True,
+                do_tta=test_time_augmentation,
+            )
         )
     for line in captured.getvalue().splitlines():
         logger.debug("HD-BET: %s", line)

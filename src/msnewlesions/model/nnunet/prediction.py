@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from msnewlesions.denormals import flushed_denormals
+from msnewlesions.denormals import run_flushed
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.lesions import PostprocessingSettings, model_postprocessing
@@ -145,9 +145,11 @@ class NewLesionPredictor:
             raise ValueError("baseline and follow-up must share the preprocessed grid")
         data = np.stack([baseline.array.transpose(2, 1, 0), followup.array.transpose(2, 1, 0)])
         properties = {"spacing": [float(s) for s in baseline.spacing[::-1]]}
-        with nnunet_environment(), quiet(), flushed_denormals():
-            _, probabilities = self._predictor.predict_single_npy_array(
-                data.astype(np.float32), properties, None, None, True
+        with nnunet_environment(), quiet():
+            _, probabilities = run_flushed(
+                lambda: self._predictor.predict_single_npy_array(
+                    data.astype(np.float32), properties, None, None, True
+                )
             )
         foreground = np.asarray(probabilities[1], dtype=np.float32).transpose(2, 1, 0)
         return baseline.with_array(np.ascontiguousarray(foreground))

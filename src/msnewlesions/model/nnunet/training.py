@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from msnewlesions.atomic import remove_partial_files
-from msnewlesions.denormals import flushed_denormals
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.nnunet.environment import (
@@ -191,7 +190,7 @@ def train(
     environment = nnunet_environment(
         preprocessed=preprocessed_root, results=results_root, data_workers=data_workers
     )
-    with environment, quiet(), flushed_denormals():
+    with environment, quiet():
         trainer = get_trainer_from_args(
             str(dataset_id),
             CONFIGURATION,
