@@ -41,7 +41,6 @@ from msnewlesions.metrics import case_metrics
 from msnewlesions.model import datasets, synthesis
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.resolution import match_resolution
-from msnewlesions.validation import open_ms_pairs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
 COLUMNS = ("dice", "recall", "lesion_sensitivity", "lesion_ppv", "lesion_f1")
@@ -228,27 +227,29 @@ def on_common_grid(image: Path, to_common: Path, grid: Volume, mode: str) -> Vol
 
 def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    cases = {case.patient: case for case in datasets.read_open_ms_data(args.data)}
-    for pair in open_ms_pairs(args.data):
-        if args.patient and pair.patient not in args.patient:
+    for case in datasets.read_open_ms_data(args.data):
+        if case.label is None or case.followup_to_label_space is None:
+            logging.info("%s: skipped, it lacks the change mask or its transform", case.patient)
+            continue
+        if args.patient and case.patient not in args.patient:
             continue
         start = time.perf_counter()
-        folder = args.work / "real" / pair.patient
+        folder = args.work / "real" / case.patient
         mask = segment_folder(
-            pair.baseline, pair.followup, folder, args.model, not args.no_slice_matching
+            case.baseline, case.followup, folder, args.model, not args.no_slice_matching
         )
         summary = json.loads((folder / "summary.json").read_text())
         seconds = round(time.perf_counter() - start, 1)
-        change = read_volume(pair.change_mask)
+        change = read_volume(case.label)
         change = change.with_array((change.array > 0).astype(np.uint8))
-        prediction = on_common_grid(mask, pair.followup_to_common, change, "nearest").array > 0
-        gaining, kept, dropped = datasets.gaining_on_label_grid(cases[pair.patient], change)
+        prediction = on_common_grid(mask, case.followup_to_label_space, change, "nearest").array > 0
+        gaining, kept, dropped = datasets.gaining_on_label_grid(case, change)
         for reference, name in ((change, "all changes"), (gaining, "new/enlarging")):
-            row = {"case": f"{pair.patient} vs {name}", "seconds": seconds}
+            row = {"case": f"{case.patient} vs {name}", "seconds": seconds}
             row |= score(prediction, reference.array > 0, change.voxel_volume_mm3)
             row["slice_matches"] = summary.get("slice_matches", [])
             rows.append(row)
-        logging.info("%s: %d gaining of %d change components", pair.patient, kept, kept + dropped)
+        logging.info("%s: %d gaining of %d change components", case.patient, kept, kept + dropped)
     return rows
 
 
