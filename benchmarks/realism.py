@@ -14,6 +14,9 @@ acquired on a scanner's grid); "v2 direct", model v2's as most of its training p
   and their edges: where misregistration and slice differences put false "new" signal);
 * per-axis detail of each visit (the slice-matching measure, log10 follow-up / baseline);
 * tissue contrast per visit: median z of white matter, grey matter and CSF (template maps);
+* signal a protocol leaves in the CSF at one visit: of the voxels CSF-dark at baseline (z < -1)
+  the share that gains more than 1.5 at follow-up, and the 99th percentile of their gain; the
+  same for voxels CSF-dark at follow-up that were brighter at baseline;
 * the new lesions (real: the change mask's components that gain signal): count, median size
   (mm3), median follow-up z and median change inside.
 
@@ -47,6 +50,19 @@ def _on_grid(map_: Volume, grid: Volume) -> np.ndarray:
     return registration.resample(map_, grid, sitk.Euler3DTransform()).array
 
 
+def csf_gain(baseline: np.ndarray, followup: np.ndarray, inside: np.ndarray) -> dict:
+    """How much CSF-dark voxels (z < -1 at one visit) gain at the other (see the docstring)."""
+    figures = {}
+    for name, dark, gain in (
+        ("base", baseline < -1, followup - baseline),
+        ("follow", followup < -1, baseline - followup),
+    ):
+        values = gain[dark & inside]
+        figures[f"csf_{name}_gain>1.5_%"] = float(100 * (values > 1.5).mean())
+        figures[f"csf_{name}_gain_p99"] = float(np.percentile(values, 99))
+    return figures
+
+
 def statistics(baseline: Volume, followup: Volume, brain: Volume, label: Volume) -> dict:
     """The figures of one pair of network inputs (see the module's docstring)."""
     inside = brain.array > 0
@@ -78,6 +94,7 @@ def statistics(baseline: Volume, followup: Volume, brain: Volume, label: Volume)
         "sharpness_x": float(sharpness[0]),
         "sharpness_y": float(sharpness[1]),
         "sharpness_z": float(sharpness[2]),
+        **csf_gain(baseline.array, followup.array, inside & ~new),
         "new_lesions": float(count),
         "new_median_mm3": float(np.median(sizes)) if count else np.nan,
         "new_followup_z": float(np.median(followup.array[new])) if count else np.nan,

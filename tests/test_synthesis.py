@@ -189,6 +189,50 @@ def test_a_tissue_contrast_change_scales_each_tissue_by_its_own_factor(anatomy, 
         assert np.median(scan[inside]) == pytest.approx(factor, abs=0.03)
 
 
+def test_csf_signal_brightens_dark_fluid_in_patches_and_leaves_tissue_and_label_alone(
+    anatomy, library
+) -> None:
+    """A protocol that leaves signal in the CSF at the follow-up only: the CSF-dark voxels gain
+    (some as much as tissue, others nothing), tissue and the label stay as they were."""
+    from msnewlesions.model.synthesis.acquisition import csf_signal
+
+    box = brain_bounding_box(anatomy.brain_mask, 5.0)
+    image = np.asarray(anatomy.image.array[box], dtype=np.float32)
+    brain = np.asarray(anatomy.brain_mask.array[box]) > 0
+    settings = replace(SAME_ACQUISITION, csf_signal=1.5)
+    added, level = csf_signal(image, brain, np.random.default_rng(4), settings)
+    assert 0.375 <= level <= 1.5
+    dark = brain & (image < 0.5 * settings.csf_level)
+    tissue = brain & (image >= settings.csf_level)
+    assert not added[tissue].any() and not added[~brain].any()
+    gain = added[dark]
+    # Patchy: a tenth of the fluid gains little, another tenth more than half the level.
+    assert np.percentile(gain, 10) < 0.15 * level < 0.5 * level < np.percentile(gain, 90)
+
+    pairs = [
+        synthesis.synthesize_pair(
+            anatomy,
+            library,
+            synthesis.pair_rng(0, 0, 6),
+            replace(settings, **extra),
+            3,
+            misalignment=False,
+        )
+        for extra in ({}, {"csf_signal_probability": 1.0})
+    ]
+    plain, bright = pairs
+    assert "csf_signal" in bright.info["followup_acquisition"]
+    assert "csf_signal" not in plain.info["followup_acquisition"]
+    assert np.array_equal(plain.new_lesions.array, bright.new_lesions.array)
+    source_dark = (image < 0.5 * settings.csf_level) & brain
+    for visit in ("baseline", "followup"):
+        gained = getattr(bright, f"{visit}_scan").array - getattr(plain, f"{visit}_scan").array
+        # Darkness >= 0.5 there and the field's median about 0.5: about a quarter of the level.
+        visit_level = bright.info[f"{visit}_acquisition"]["csf_signal"]
+        assert np.median(gained[source_dark]) > 0.15 * visit_level
+        assert np.abs(gained[tissue]).max() < 1e-5
+
+
 def test_library_sampling_follows_the_librarys_own_sizes(library) -> None:
     """Ten small shapes for each large one: drawn as found, about 10 in 11 are small;
     log-uniformly, about half."""

@@ -103,7 +103,8 @@ def synthesize(
         typer.Option(
             "--realistic",
             help="Model v2's synthesis: shapes and sizes of real changes (open_ms_data's 13 "
-            "change masks), enlarging old lesions (labelled), per-tissue contrast changes.",
+            "change masks), enlarging old lesions (labelled), per-tissue contrast changes, "
+            "signal left in the CSF at some visits.",
         ),
     ] = False,
     verbose: Verbose = False,

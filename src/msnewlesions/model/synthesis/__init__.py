@@ -14,7 +14,8 @@ Lesion-aware augmentation (Basaran et al., 2022) turns single scans into trainin
   smoothed) and a faint texture; the label is the binary shape, so its volume is the shape's.
 * **model v2** (``REALISTIC``, ``synthesize --realistic``): the shapes, sizes and MNI positions
   of real changes between two visits (:mod:`~msnewlesions.model.synthesis.changes`), old lesions
-  that grow at the follow-up (labelled, by default), and per-tissue contrast changes.
+  that grow at the follow-up (labelled, by default), per-tissue contrast changes, and signal
+  left in the CSF at some acquisitions (``acquisition.csf_signal``).
 * **a second timepoint** that differs from the first as real ones do: its own noise, blur, smooth
   bias field and contrast (gamma), a different slice thickness (resampled through 3-5 mm slices
   and back), a small residual misalignment (at most ``misalignment_mm`` and

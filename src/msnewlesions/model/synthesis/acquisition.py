@@ -24,6 +24,28 @@ def bias_field(shape: tuple[int, ...], amplitude: float, rng: np.random.Generato
     return np.exp(amplitude * log_field).astype(np.float32)
 
 
+def csf_signal(
+    image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, settings: SynthesisSettings
+) -> tuple[np.ndarray, float]:
+    """Signal a protocol leaves in the CSF: what it adds to ``image``, and its level.
+
+    Each CSF-dark voxel (below ``settings.csf_level`` x white matter, inside ``brain``) gains
+    level x darkness x field: the level U(0.25, 1) x ``settings.csf_signal``, the darkness 0 at
+    ``csf_level`` and 1 at zero signal, the field a smooth random pattern (Gaussian-filtered
+    noise of ``settings.csf_signal_smoothness_mm``, mean about 0.5, clipped to 0..2), so that
+    some cisterns and sulci brighten as much as tissue and others stay dark, as inflow and an
+    inversion time set for another protocol leave them.
+    """
+    level = float(rng.uniform(0.25, 1.0)) * settings.csf_signal
+    darkness = np.clip(1.0 - image / settings.csf_level, 0.0, 1.0) * brain
+    noise = ndimage.gaussian_filter(
+        rng.standard_normal(image.shape).astype(np.float32), settings.csf_signal_smoothness_mm
+    )
+    noise /= max(float(noise.std()), 1e-6)
+    field = np.clip(0.5 + 0.5 * noise, 0.0, 2.0)
+    return (level * darkness * field).astype(np.float32), level
+
+
 def acquire(
     image: np.ndarray,
     brain: np.ndarray,
@@ -37,14 +59,21 @@ def acquire(
 
     ``tissues`` (white matter, grey matter, CSF probabilities, stacked on the first axis) turn
     on ``settings.tissue_contrast``: each tissue's signal scaled by its own factor, as another
-    protocol's inversion and echo times change the contrast between tissues. ``native``: slices
-    and noise are left to :func:`acquire_natively`, which samples the result on a scanner's grid.
+    protocol's inversion and echo times change the contrast between tissues;
+    ``settings.csf_signal_probability`` leaves signal in the CSF (:func:`csf_signal`).
+    ``native``: slices and noise are left to :func:`acquire_natively`, which samples the result
+    on a scanner's grid.
     """
     out = image.astype(np.float32)
     if tissues is not None and settings.tissue_contrast > 0:
         factors = rng.uniform(-settings.tissue_contrast, settings.tissue_contrast, len(tissues))
         out = out * (1.0 + np.tensordot(factors, tissues, axes=1)).astype(np.float32)
         info["tissue_factors"] = [round(1.0 + float(f), 3) for f in factors]
+    # The draw is made only when the setting is on, so that other settings' draws stay the same.
+    if settings.csf_signal_probability > 0 and rng.random() < settings.csf_signal_probability:
+        added, level = csf_signal(out, brain, rng, settings)
+        out = out + added
+        info["csf_signal"] = round(level, 3)
     if not native and rng.random() < settings.reslice_probability:
         axis = int(rng.choice(3, p=[0.15, 0.15, 0.7]))
         thickness = float(rng.uniform(*settings.slice_thickness_mm))

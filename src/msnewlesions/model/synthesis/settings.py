@@ -56,6 +56,15 @@ class SynthesisSettings:
     #: Per-tissue contrast change of each acquisition: white matter, grey matter and CSF (the
     #: template's probability maps) each scaled by 1 + U(-x, x), x this value; 0: off.
     tissue_contrast: float = 0.0
+    #: Signal in the CSF at one acquisition: a protocol whose inversion does not null the fluid
+    #: fully, or inflow. With this probability per acquisition, voxels darker than ``csf_level``
+    #: gain up to ``csf_signal`` (x white-matter median, scaled by how dark they are) times a
+    #: smooth patchy field (:func:`~msnewlesions.model.synthesis.acquisition.csf_signal`); not a
+    #: lesion, not labelled. Real pairs: open_ms_data's patient03 (two protocols) gains more than
+    #: 1.5 z in 15 % of its baseline CSF-dark voxels, patient01 in 5 %. 0: off.
+    csf_signal_probability: float = 0.0
+    csf_signal: float = 1.5
+    csf_signal_smoothness_mm: float = 8.0
     #: Pairs made through ``segment``'s preprocessing are acquired on a scanner's own grid
     #: (:func:`~msnewlesions.model.synthesis.acquisition.acquire_natively`): the head at a pose
     #: (rotation up to these degrees about x, y, z; shift up to ``pose_mm``), in-plane voxels,
@@ -70,11 +79,13 @@ class SynthesisSettings:
 
 
 #: The synthesis of model v2: real change sizes, enlarging lesions labelled (open_ms_data's
-#: convention), per-tissue contrast changes between visits, and (for the pairs made through
+#: convention), per-tissue contrast changes between visits, signal left in the CSF at some
+#: acquisitions (since 2026-12-02: model v3's pairs), and (for the pairs made through
 #: ``segment``'s preprocessing) each visit acquired on a scanner's own grid at its own pose.
 REALISTIC = SynthesisSettings(
     shape_sampling="library",
     enlarging_pair_probability=0.5,
     tissue_contrast=0.15,
+    csf_signal_probability=0.3,
     native_acquisition=True,
 )
