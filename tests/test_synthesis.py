@@ -192,8 +192,9 @@ def test_a_tissue_contrast_change_scales_each_tissue_by_its_own_factor(anatomy, 
 def test_csf_signal_brightens_dark_fluid_in_patches_and_leaves_tissue_and_label_alone(
     anatomy, library
 ) -> None:
-    """A protocol that leaves signal in the CSF at the follow-up only: the CSF-dark voxels gain
-    (some as much as tissue, others nothing), tissue and the label stay as they were."""
+    """A protocol that leaves signal in the CSF (here at both visits, each at its own level): the
+    CSF-dark voxels gain (some as much as tissue, others nothing), tissue and the label stay as
+    they were."""
     from msnewlesions.model.synthesis.acquisition import csf_signal
 
     box = brain_bounding_box(anatomy.brain_mask, 5.0)
