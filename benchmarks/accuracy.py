@@ -142,7 +142,7 @@ def synthetic_holdout(
     """The scored pairs, and those segment refused (its input checks), which are not scored."""
     from msnewlesions.model.default import default_model
     from msnewlesions.model.nnunet import NewLesionPredictor
-    from msnewlesions.postprocessing import lesion_labels
+    from msnewlesions.segment import predict_lesions
 
     sources, masks = synthesis.open_ms_data_sources(args.data)
     if args.realistic:
@@ -180,14 +180,9 @@ def synthetic_holdout(
                         baseline, followup, pair.brain_mask
                     )
                 slice_matches = [m.as_dict() for m in matches]
-                probability = predictor.probability(baseline, followup)
-                settings = predictor.postprocessing  # the model's own, as segment applies
-                labels, _ = lesion_labels(
-                    probability,
-                    settings.threshold,
-                    settings.min_lesion_mm3,
-                    pair.brain_mask,
-                    settings.min_depth_mm,
+                # The model's own post-processing, as segment applies it.
+                _, labels, _ = predict_lesions(
+                    baseline, followup, pair.brain_mask, predictor, predictor.postprocessing
                 )
                 prediction = labels.array > 0
             else:

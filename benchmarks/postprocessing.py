@@ -12,10 +12,11 @@ the empty cases' false lesions included), which is what the choice maximises; ne
 go to the smaller minimum volume, then the threshold nearest 0.5. ``--write`` saves the choice
 as the model's ``postprocessing.json``, which ``segment`` then applies by default.
 
-The minimum depth inside the brain mask (``--min-depth-mm``, default: the model's own) is not
-chosen here: synthetic pairs have neither lesions at the brain's surface nor the artefacts that
-real pairs show there, so they cannot price it. It is applied as ``segment`` applies it, with each
-case's brain mask carried to its label's grid, and written with the choice.
+The minimum depth inside the brain's parenchyma (``--min-depth-mm``, default: the model's own) is
+not chosen here: synthetic pairs have neither lesions at the brain's surface nor the artefacts that
+real pairs show there, so they cannot price it. It is applied as ``segment`` applies it (inside
+the brain mask without the fluid at its surface, made from the case's two inputs and carried to
+its label's grid), and written with the choice.
 
 The training run's own split (4 pairs per hold-out scan, 16 in all) is too small to choose on:
 one pair's false lesions swing the choice. The default model's settings were chosen on 12 pairs
@@ -54,6 +55,7 @@ from msnewlesions.io import Volume, read_volume
 from msnewlesions.lesions import PostprocessingSettings, write_model_postprocessing
 from msnewlesions.metrics import case_metrics
 from msnewlesions.postprocessing import lesion_labels
+from msnewlesions.preprocessing.parenchyma import parenchyma_mask
 from msnewlesions.preprocessing.resolution import match_resolution
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
@@ -101,10 +103,12 @@ def dataset_pair(dataset: Path, case: str) -> tuple[Volume, Volume]:
     )
 
 
-def dataset_brain(dataset: Path, case: str) -> Volume:
-    """A preprocessed pair's brain: where either channel is non-zero (as ``predict`` takes it)."""
+def dataset_parenchyma(dataset: Path, case: str) -> Volume:
+    """A preprocessed pair's parenchyma, as ``predict`` takes it: the brain (where either channel
+    is non-zero) without the fluid at its surface."""
     baseline, followup = dataset_pair(dataset, case)
-    return baseline.with_array(((baseline.array != 0) | (followup.array != 0)).astype(np.uint8))
+    brain = baseline.with_array(((baseline.array != 0) | (followup.array != 0)).astype(np.uint8))
+    return parenchyma_mask([baseline, followup], brain)
 
 
 def tta_tag(tta: bool, axes: list[int] | None) -> str:
@@ -162,7 +166,8 @@ class SegmentedSelection:
     ) -> tuple[np.ndarray, Volume, Volume] | None:
         """The case's probability on its label's grid (float16 in WORK), segmented once, that
         label (the dataset's; with ``realistic``, the redrawn pair's, before any motion) and
-        segment's brain mask carried onto it; None when segment refuses the pair (as a user
+        the brain's parenchyma (segment's brain mask without the fluid at its surface) carried
+        onto it; None when segment refuses the pair (as a user
         would get no mask), the reason kept in the inputs cache."""
         if self.refused(case, match_slices) is None:
             try:
@@ -180,8 +185,10 @@ class SegmentedSelection:
         if self.realistic:
             folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
             reference = read_volume(folder / f"{case}_label.nii.gz")
-        brain = self._on_label_grid(case, reference, match_slices, "brain", "nearest")
-        return np.load(cache)["probability"].astype(np.float32), reference, brain
+        baseline, followup, brain, _, _ = self._inputs(case, reference, match_slices)
+        parenchyma = parenchyma_mask([baseline, followup], brain)
+        parenchyma = self._to_label_grid(case, parenchyma, reference, match_slices, "nearest")
+        return np.load(cache)["probability"].astype(np.float32), reference, parenchyma
 
     def _inputs(self, case: str, reference: Volume, match_slices: bool):
         """The network's two inputs, the brain mask and the follow-up's transform to MNI."""
@@ -235,15 +242,6 @@ class SegmentedSelection:
         probability = self.predictor_factory().probability(baseline, followup)
         probability = probability.with_array(probability.array * (brain.array > 0))
         return self._to_label_grid(case, probability, reference, match_slices, "linear").array
-
-    def _on_label_grid(
-        self, case: str, reference: Volume, match_slices: bool, part: str, interpolation: str
-    ) -> Volume:
-        """One of the case's cached MNI inputs (``"brain"``) carried onto its label's grid."""
-        self._inputs(case, reference, match_slices)  # made once
-        folder = self.inputs_cache / ("matched" if match_slices else "unmatched")
-        volume = read_volume(folder / f"{case}_{part}.nii.gz")
-        return self._to_label_grid(case, volume, reference, match_slices, interpolation)
 
     def _to_label_grid(
         self, case: str, volume: Volume, reference: Volume, match_slices: bool, interpolation: str
@@ -308,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "--min-depth-mm",
         type=float,
         default=None,
-        help="lesions reaching less deep inside the brain mask are dropped, as segment drops "
-        "them (default: the model's own setting); not chosen here, written with the choice",
+        help="lesions reaching less deep inside the brain's parenchyma are dropped, as segment "
+        "drops them (default: the model's own setting); not chosen here, written with the choice",
     )
     parser.add_argument("--write", action="store_true", help="save the choice in the model")
     args = parser.parse_args(argv)
@@ -368,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 tta,
                 not args.no_slice_matching,
             )
-            brain = dataset_brain(args.dataset, case)
+            parenchyma = dataset_parenchyma(args.dataset, case)
         else:
             segmented = selection.probability(
                 case,
@@ -381,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                 refused.append(case)
                 logging.info("%s: refused by segment: %s", case, selection.refused(case, True))
                 continue
-            probability, reference, brain = segmented
-        cases.append((case, probability, reference, brain))
+            probability, reference, parenchyma = segmented
+        cases.append((case, probability, reference, parenchyma))
         logging.info("%s: max probability %.2f", case, float(probability.max()))
 
     from msnewlesions.lesions import model_postprocessing
@@ -397,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         for min_volume in MIN_VOLUMES_MM3:
             dice, f1, false_positives = [], [], []
             detected = true_marks = references = marks = 0
-            for _, probability, reference, brain in cases:
+            for _, probability, reference, parenchyma in cases:
                 labels, count = lesion_labels(
-                    reference.with_array(probability), threshold, min_volume, brain, min_depth
+                    reference.with_array(probability), threshold, min_volume, parenchyma, min_depth
                 )
                 metrics = case_metrics(
                     labels.array > 0, reference.array > 0, reference.voxel_volume_mm3

@@ -119,8 +119,8 @@ def test_a_lesion_depth_is_measured_in_mm_with_the_voxels_own_size() -> None:
     assert lesion_depths_mm(labels, count, outside, (1.0, 1.0, 3.0))[0] == 0.0
 
 
-def test_a_depth_rule_without_a_brain_mask_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs the brain mask"):
+def test_a_depth_rule_without_the_parenchyma_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the brain's parenchyma"):
         lesion_labels(probability_map(), 0.5, 3.0, None, 3.0)
 
 

@@ -218,7 +218,7 @@ def test_a_minimum_depth_drops_marks_short_of_it_and_is_reported(
     summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
     assert summary["min_depth_mm"] == 3.0
     report = (tmp_path / "kept" / "report.html").read_text("utf-8")
-    assert "reaching 3 mm or more inside the brain mask" in report
+    assert "reaching 3 mm or more inside the brain" in report
     none = segment_command.segment_files(
         example["baseline"],
         example["followup"],

@@ -12,9 +12,10 @@ chosen for: a model folder may hold ``postprocessing.json`` (written by
 post-processing on cross-validation); without it, the defaults apply (0.5, MSSEG-2's 3 mm3, no
 depth rule).
 
-The depth of a lesion (:func:`lesion_depths_mm`) is how far its deepest voxel lies inside the
-brain mask: the distance from that voxel's centre to the nearest voxel outside the mask (1 mm for
-a voxel on the mask's surface of a 1 mm grid).
+The depth of a lesion (:func:`lesion_depths_mm`) is how far its deepest voxel lies inside a
+mask (``segment`` gives the brain's parenchyma, :mod:`msnewlesions.preprocessing.parenchyma`):
+the distance from that voxel's centre to the nearest voxel outside the mask (1 mm for a voxel on
+the mask's surface of a 1 mm grid).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def drop_shallow_lesions(
 @dataclass(frozen=True)
 class PostprocessingSettings:
     """Probability threshold, minimum lesion volume (components of that volume or less go) and
-    minimum depth inside the brain mask (lesions that reach less deep go; 0: no such rule)."""
+    minimum depth inside the brain's parenchyma (lesions that reach less deep go; 0: none)."""
 
     threshold: float = 0.5
     min_lesion_mm3: float = MIN_LESION_MM3

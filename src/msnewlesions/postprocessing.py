@@ -3,11 +3,12 @@ mask on the follow-up's own (native) grid.
 
 Lesions (:mod:`msnewlesions.lesions`) are found once, in MNI space (1 mm isotropic, where the
 network works): the probability map is thresholded, lesions of ``min_lesion_mm3`` or less are
-dropped, and so are those that reach less than ``min_depth_mm`` inside the brain mask (where the
-model's settings have such a rule), and the rest are numbered 1..n by decreasing volume. The
-native mask is that label map carried onto the follow-up's grid through ``followup_to_mni`` by
-nearest neighbour, so a lesion keeps its number in both spaces; its native centroid is the MNI
-centroid mapped through the same transform.
+dropped, and so are those that reach less than ``min_depth_mm`` inside the brain's parenchyma
+(:mod:`msnewlesions.preprocessing.parenchyma`: the brain mask without the fluid at its surface;
+where the model's settings have such a rule), and the rest are numbered 1..n by decreasing
+volume. The native mask is that label map carried onto the follow-up's grid through
+``followup_to_mni`` by nearest neighbour, so a lesion keeps its number in both spaces; its native
+centroid is the MNI centroid mapped through the same transform.
 """
 
 from __future__ import annotations
@@ -72,20 +73,21 @@ def lesion_labels(
     probability: Volume,
     threshold: float = 0.5,
     min_lesion_mm3: float = MIN_LESION_MM3,
-    brain_mask: Volume | None = None,
+    parenchyma: Volume | None = None,
     min_depth_mm: float = 0.0,
 ) -> tuple[Volume, int]:
     """Lesions of ``probability >= threshold`` numbered 1..n by decreasing volume (uint16);
     those of ``min_lesion_mm3`` or less are removed, as MSSEG-2's evaluation ignores them, and
-    with ``min_depth_mm`` those that reach less deep inside ``brain_mask`` (same grid)."""
+    with ``min_depth_mm`` those that reach less deep inside ``parenchyma`` (same grid; see
+    :func:`~msnewlesions.preprocessing.parenchyma.parenchyma_mask`)."""
     labels, count = label_lesions(
         probability.array >= threshold, probability.voxel_volume_mm3, min_lesion_mm3, "volume"
     )
     if min_depth_mm > 0:
-        if brain_mask is None:
-            raise ValueError("a minimum lesion depth needs the brain mask")
+        if parenchyma is None:
+            raise ValueError("a minimum lesion depth needs the brain's parenchyma")
         labels, count = drop_shallow_lesions(
-            labels, count, brain_mask.array, probability.spacing.tolist(), min_depth_mm
+            labels, count, parenchyma.array, probability.spacing.tolist(), min_depth_mm
         )
     return probability.with_array(labels.astype(np.uint16)), count
 

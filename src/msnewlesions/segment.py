@@ -20,6 +20,7 @@ from msnewlesions.io import Volume
 from msnewlesions.lesions import PostprocessingSettings
 from msnewlesions.postprocessing import Lesion, lesion_labels, lesion_table, to_native
 from msnewlesions.preprocessing.model_inputs import InputOptions, ModelInputs, model_inputs
+from msnewlesions.preprocessing.parenchyma import parenchyma_mask
 from msnewlesions.preprocessing.pipeline import PreprocessedPair, PreprocessOptions
 from msnewlesions.preprocessing.quality import QualityReport
 
@@ -92,12 +93,19 @@ def predict_lesions(
     predictor: LesionPredictor,
     settings: PostprocessingSettings,
 ) -> tuple[Volume, Volume, int]:
-    """Probability (zero outside the brain) and numbered lesions on the model-ready grid."""
+    """Probability (zero outside the brain) and numbered lesions on the model-ready grid.
+
+    A minimum depth (``settings.min_depth_mm``) is measured inside the brain's parenchyma: the
+    brain mask without the fluid at its surface, at either visit (:func:`parenchyma_mask`).
+    """
     probability = predictor.probability(baseline, followup)
     inside = brain_mask.array > 0
     probability = probability.with_array((probability.array * inside).astype(np.float32))
+    parenchyma = None
+    if settings.min_depth_mm > 0:
+        parenchyma = parenchyma_mask([baseline, followup], brain_mask)
     labels, count = lesion_labels(
-        probability, settings.threshold, settings.min_lesion_mm3, brain_mask, settings.min_depth_mm
+        probability, settings.threshold, settings.min_lesion_mm3, parenchyma, settings.min_depth_mm
     )
     return probability, labels, count
 

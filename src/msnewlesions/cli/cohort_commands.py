@@ -64,8 +64,8 @@ MinLesion = Annotated[
 MinDepth = Annotated[
     float | None,
     typer.Option(
-        help="Lesions that reach less deep inside the brain mask (mm) are dropped (default: the "
-        "model's; 0 turns it off)."
+        help="Lesions that reach less deep inside the brain (mm; the brain mask without the fluid "
+        "at its surface) are dropped (default: the model's; 0 turns it off)."
     ),
 ]
 MatchSlices = Annotated[

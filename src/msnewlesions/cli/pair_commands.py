@@ -150,8 +150,9 @@ def segment(
     min_depth_mm: Annotated[
         float | None,
         typer.Option(
-            help="Lesions that reach less deep inside the brain mask (mm) are dropped (default: "
-            "the model's own, else none; 0 turns it off)."
+            help="Lesions that reach less deep inside the brain (mm; the brain mask without the "
+            "fluid at its surface) are dropped (default: the model's own, else none; 0 turns it "
+            "off)."
         ),
     ] = None,
     match_slices: Annotated[

@@ -162,7 +162,7 @@ def lesion_rule_text(summary: SegmentationSummary) -> str:
         f"{summary.min_lesion_mm3:g} mm3"
     )
     if summary.min_depth_mm > 0:
-        text += f", reaching {summary.min_depth_mm:g} mm or more inside the brain mask"
+        text += f", reaching {summary.min_depth_mm:g} mm or more inside the brain"
     return text
 
 
