@@ -5,7 +5,8 @@ on one grid with zero outside the brain, as ``preprocess`` and nnU-Net datasets 
 case goes through :func:`msnewlesions.segment.predict_lesions`, the step ``segment`` uses: the
 same network call, the probability set to zero outside the brain (here: where both channels are
 zero), and the model's own threshold, minimum lesion size and minimum depth inside that brain's
-parenchyma (without the fluid at its surface). The same model therefore gives the same mask through ``predict`` and ``segment``.
+parenchyma (without the fluid at its surface). The same model therefore gives the same mask
+through ``predict`` and ``segment``.
 """
 
 from __future__ import annotations
