@@ -2,7 +2,8 @@
 
 Runs the command in a child process per pair (the open_ms_data pairs when ../shared is present,
 else the example pair) with the shipped model, TTA off, and prints the per-step seconds from
-its summary.json and the child's peak resident memory.
+its summary.json and the child's peak resident memory. Every fold of the model is averaged, with
+the sliding-window step its folder sets (``inference.json``, else nnU-Net's 0.5).
 
     python benchmarks/segment_speed.py [--data ../shared/data/open_ms_data] [--model DIR]
         [--work DIR]
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 from msnewlesions.example import write_example_pair
+from msnewlesions.model.default import DEFAULT_MODEL
+from msnewlesions.model.nnunet.prediction import model_tile_step_size
 from msnewlesions.validation import open_ms_pairs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
@@ -55,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         example = write_example_pair(args.work / "example")
         cases = [("example", Path(example["baseline"]), Path(example["followup"]))]
-    print(f"{os.cpu_count()} CPU(s); segment with TTA off, one fold")
+    model = args.model or DEFAULT_MODEL
+    folds = len(list(Path(model).glob("fold_*"))) if Path(model).is_dir() else "?"
+    step = model_tile_step_size(model) if Path(model).is_dir() else "?"
+    print(f"{os.cpu_count()} CPU(s); segment with TTA off, {folds} fold(s), tile step {step}")
     results = {}
     for name, baseline, followup in cases:
         result = run(baseline, followup, args.work / name, args.model)

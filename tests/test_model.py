@@ -262,6 +262,40 @@ def test_an_exported_model_imports_and_predicts_the_same(chain: dict, tmp_path: 
     np.testing.assert_array_equal(again, original)
 
 
+def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
+    from msnewlesions.model.default import DEFAULT_MODEL
+
+    model = tmp_path / "model"
+    nnunet.copy_model(DEFAULT_MODEL, model)
+    (model / "inference.json").write_text(json.dumps({"tile_step_size": 0.6}))
+    rng = np.random.default_rng(0)
+    pair = [Volume(rng.normal(size=(100, 100, 100)).astype(np.float32), np.eye(4)) for _ in "ab"]
+
+    def windows(predictor: nnunet.NewLesionPredictor) -> int:
+        """How many 64^3 windows the network saw (one fold: one pass per window)."""
+        calls = []
+        network = predictor._predictor.network
+        hook = network.register_forward_hook(lambda *_: calls.append(1))
+        predictor.probability(*pair)
+        hook.remove()
+        return len(calls)
+
+    # Along 100 voxels a 64-voxel patch at step 0.5 (32 voxels) needs 3 windows (0, 18, 36),
+    # at step 0.6 (38.4 voxels) 2 (0, 36): 27 windows in 3-D against 8.
+    assert windows(nnunet.NewLesionPredictor(DEFAULT_MODEL)) == 27
+    from_folder = nnunet.NewLesionPredictor(model)
+    assert from_folder.tile_step_size == 0.6 and windows(from_folder) == 8
+    assert windows(nnunet.NewLesionPredictor(model, tile_step_size=0.5)) == 27  # caller wins
+    archive = nnunet.export_model(model, tmp_path / "model.zip")  # the setting travels
+    assert nnunet.NewLesionPredictor(archive).tile_step_size == 0.6
+    (model / "inference.json").write_text(json.dumps({"tile_step_size": 1.5}))
+    with pytest.raises(MSNewLesionsError, match="tile step must be in"):
+        nnunet.NewLesionPredictor(model)
+    (model / "inference.json").write_text("{}")
+    with pytest.raises(MSNewLesionsError, match="not a valid inference file"):
+        nnunet.NewLesionPredictor(model)
+
+
 def test_mirroring_along_one_axis_makes_the_prediction_symmetric_along_that_axis() -> None:
     from msnewlesions.model.default import DEFAULT_MODEL
 

@@ -145,7 +145,13 @@ def strip_checkpoint(source: str | Path, destination: str | Path) -> None:
     torch.save(checkpoint, str(destination))
 
 
-_MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json", "postprocessing.json")
+_MODEL_FILES = (
+    "plans.json",
+    "dataset.json",
+    "dataset_fingerprint.json",
+    "postprocessing.json",
+    "inference.json",
+)
 
 
 def copy_model(source: str | Path, destination: str | Path) -> None:

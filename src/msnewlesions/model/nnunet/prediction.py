@@ -24,6 +24,37 @@ from msnewlesions.model.nnunet.archives import (
 )
 from msnewlesions.model.nnunet.environment import check_device, nnunet_environment, quiet
 
+#: A model folder's inference settings (today only nnU-Net's sliding-window step), beside its
+#: plans: ``{"tile_step_size": 0.6}``. Without it nnU-Net's default step is used.
+INFERENCE_FILE = "inference.json"
+
+#: nnU-Net's default: windows overlap by half a patch.
+DEFAULT_TILE_STEP_SIZE = 0.5
+
+
+def model_tile_step_size(model_folder: str | Path) -> float:
+    """The sliding-window step (a fraction of the patch) saved in ``model_folder``'s
+    ``inference.json``, else nnU-Net's default 0.5."""
+    import json
+
+    path = Path(model_folder) / INFERENCE_FILE
+    if not path.exists():
+        return DEFAULT_TILE_STEP_SIZE
+    try:
+        step = float(json.loads(path.read_text())["tile_step_size"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise MSNewLesionsError(
+            f"{path} is not a valid inference file (it needs a tile_step_size): {error}"
+        ) from error
+    return check_tile_step_size(step, str(path))
+
+
+def check_tile_step_size(step: float, source: str = "tile_step_size") -> float:
+    """``step`` if it is a fraction of the patch in (0, 1]; else a clear error."""
+    if not 0 < step <= 1:
+        raise MSNewLesionsError(f"{source}: the tile step must be in (0, 1], not {step}.")
+    return step
+
 
 def _load_predictor(
     model: Path,
@@ -31,6 +62,7 @@ def _load_predictor(
     device: str,
     test_time_augmentation: bool,
     checkpoint: str,
+    tile_step_size: float,
 ) -> tuple[Any, list[str]]:
     """nnU-Net's predictor with the model's weights loaded (the chosen folds, all by default)."""
     import torch
@@ -47,7 +79,7 @@ def _load_predictor(
         )
     with nnunet_environment(), quiet():
         predictor = nnUNetPredictor(
-            tile_step_size=0.5,
+            tile_step_size=tile_step_size,
             use_gaussian=True,
             use_mirroring=test_time_augmentation,
             perform_everything_on_device=device == "cuda",
@@ -119,13 +151,21 @@ class NewLesionPredictor:
         test_time_augmentation: bool = False,
         checkpoint: str = "checkpoint_final.pth",
         mirror_axes: Sequence[int] | None = None,
+        tile_step_size: float | None = None,
     ) -> None:
         """``mirror_axes``: with ``test_time_augmentation``, mirror along these axes of the
         volumes only (0, 1, 2 as in ``Volume.array``; 0 is left-right in MNI space), one more
-        network pass per combination; None: every axis the model allows (8 passes in 3-D)."""
+        network pass per combination; None: every axis the model allows (8 passes in 3-D).
+        ``tile_step_size``: the sliding window's step as a fraction of the patch (smaller: more
+        overlapping windows, slower); None: the model folder's ``inference.json``, else 0.5."""
         with open_model(model) as folder:  # a zip is unpacked only while the weights load
+            self.tile_step_size = (
+                model_tile_step_size(folder)
+                if tile_step_size is None
+                else check_tile_step_size(tile_step_size)
+            )
             self._predictor, self.folds = _load_predictor(
-                folder, folds, device, test_time_augmentation, checkpoint
+                folder, folds, device, test_time_augmentation, checkpoint, self.tile_step_size
             )
             if mirror_axes is not None:
                 if not set(mirror_axes) <= {0, 1, 2}:
