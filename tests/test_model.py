@@ -265,8 +265,13 @@ def test_an_exported_model_imports_and_predicts_the_same(chain: dict, tmp_path: 
 def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
     from msnewlesions.model.default import DEFAULT_MODEL
 
-    model = tmp_path / "model"
+    model = tmp_path / "model"  # the shipped network alone, at nnU-Net's default step
     nnunet.copy_model(DEFAULT_MODEL, model)
+    for fold in model.glob("fold_*"):
+        if fold.name != "fold_0":
+            shutil.rmtree(fold)
+    (model / "inference.json").unlink(missing_ok=True)
+    plain = nnunet.NewLesionPredictor(model)
     (model / "inference.json").write_text(json.dumps({"tile_step_size": 0.6}))
     rng = np.random.default_rng(0)
     pair = [Volume(rng.normal(size=(100, 100, 100)).astype(np.float32), np.eye(4)) for _ in "ab"]
@@ -282,10 +287,18 @@ def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
 
     # Along 100 voxels a 64-voxel patch at step 0.5 (32 voxels) needs 3 windows (0, 18, 36),
     # at step 0.6 (38.4 voxels) 2 (0, 36): 27 windows in 3-D against 8.
-    assert windows(nnunet.NewLesionPredictor(DEFAULT_MODEL)) == 27
+    assert plain.tile_step_size == 0.5 and windows(plain) == 27
     from_folder = nnunet.NewLesionPredictor(model)
     assert from_folder.tile_step_size == 0.6 and windows(from_folder) == 8
     assert windows(nnunet.NewLesionPredictor(model, tile_step_size=0.5)) == 27  # caller wins
+    # Two folds (an ensemble): every window through each, and the mean of their probabilities
+    # (two copies of one network: the same map as one).
+    shutil.copytree(model / "fold_0", model / "fold_1")
+    ensemble = nnunet.NewLesionPredictor(model)
+    assert windows(ensemble) == 16
+    np.testing.assert_allclose(
+        ensemble.probability(*pair).array, from_folder.probability(*pair).array, atol=1e-6
+    )
     archive = nnunet.export_model(model, tmp_path / "model.zip")  # the setting travels
     assert nnunet.NewLesionPredictor(archive).tile_step_size == 0.6
     (model / "inference.json").write_text(json.dumps({"tile_step_size": 1.5}))
