@@ -1,7 +1,7 @@
 """Copy a trained fold into the package as the default model, and write its training log.
 
     python scripts/ship_default_model.py MODEL_FOLDER [--checkpoint checkpoint_latest.pth]
-        [--first-epoch K]
+        [--first-epoch K] [--as-fold N]
 
 MODEL_FOLDER is nnU-Net's ``Trainer__Plans__configuration`` folder (with plans.json,
 dataset.json and fold_0/). The chosen checkpoint of fold 0 is stripped of its optimizer state and
@@ -11,11 +11,17 @@ learning rate, minutes) from the checkpoint's own log; hand-written notes betwee
 header and its table (runs not in the table, changes of data) are kept. A run started from the
 shipped weights (``train --initial-weights``) counts its epochs from 0 again: ``--first-epoch K``
 keeps the previous log's rows 0 to K-1 and numbers the new run's epochs from K on.
+
+``--as-fold N`` (N >= 1) adds the checkpoint to the shipped model as one more fold of an ensemble
+(nnU-Net averages every fold's probabilities) instead of replacing it: the shipped plans, fold 0,
+post-processing and log stay, the candidate's plans must build the same network on the same
+inputs, and its log is written as ``TRAINING_LOG_fold_N.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -52,11 +58,16 @@ def earlier_rows(previous_log: str, first_epoch: int) -> list[str]:
     return rows
 
 
-def training_log(checkpoint_path: Path, previous_log: str = "", first_epoch: int = 0) -> str:
+def training_log(
+    checkpoint_path: Path,
+    previous_log: str = "",
+    first_epoch: int = 0,
+    title: str = "Training log of the shipped model",
+) -> str:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     log = checkpoint["logging"]
     lines = [
-        "# Training log of the shipped model",
+        f"# {title}",
         "",
         "One row per epoch, from the checkpoint's own log (nnU-Net's logger). Training loss:",
         "Dice + cross-entropy on the training pairs (lower is better; nnU-Net's Dice term is",
@@ -81,6 +92,47 @@ def training_log(checkpoint_path: Path, previous_log: str = "", first_epoch: int
     return "\n".join(lines) + "\n"
 
 
+#: What a fold added to the shipped model must share with it: the network and what it is fed.
+SHARED_PLAN_KEYS = (
+    "patch_size",
+    "spacing",
+    "architecture",
+    "normalization_schemes",
+    "use_mask_for_norm",
+)
+
+
+def plan_differences(shipped: dict, candidate: dict) -> list[str]:
+    """The 3d_fullres settings on which a candidate fold's plans differ from the shipped plans."""
+    ours = shipped["configurations"]["3d_fullres"]
+    theirs = candidate["configurations"]["3d_fullres"]
+    return [key for key in SHARED_PLAN_KEYS if ours.get(key) != theirs.get(key)]
+
+
+def add_fold(model: Path, source: Path, fold: int) -> int:
+    """Ship ``source`` as ``fold_<fold>`` of the default model, beside the folds already there."""
+    if not (WEIGHTS / "fold_0" / "checkpoint_final.pth").exists():
+        print(f"{WEIGHTS} has no fold 0 to add a fold to; ship one first", file=sys.stderr)
+        return 1
+    shipped = json.loads((WEIGHTS / "plans.json").read_text())
+    differing = plan_differences(shipped, json.loads((model / "plans.json").read_text()))
+    if differing:
+        print(f"{model}'s plans differ from the shipped ones in {differing}", file=sys.stderr)
+        return 1
+    (WEIGHTS / f"fold_{fold}").mkdir(exist_ok=True)
+    strip_checkpoint(source, WEIGHTS / f"fold_{fold}" / "checkpoint_final.pth")
+    log_file = WEIGHTS / f"TRAINING_LOG_fold_{fold}.md"
+    previous = log_file.read_text() if log_file.exists() else ""  # its hand-written notes stay
+    title = f"Training log of fold {fold} of the shipped model"
+    log_file.write_text(training_log(source, previous, title=title))
+    sizes = [p.stat().st_size for p in WEIGHTS.glob("fold_*/checkpoint_final.pth")]
+    print(
+        f"shipped {source} -> {WEIGHTS}/fold_{fold} ({len(sizes)} folds, "
+        f"{sum(sizes) / 2**20:.1f} MB in all); the post-processing and inference.json were kept"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -91,11 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="the run started from the shipped weights: keep the log's earlier rows, number on",
     )
+    parser.add_argument(
+        "--as-fold",
+        type=int,
+        default=0,
+        help="N >= 1: add the checkpoint as fold N of the shipped model (an ensemble)",
+    )
     args = parser.parse_args(argv)
     source = args.model / "fold_0" / args.checkpoint
     if not source.exists():
         print(f"{source} does not exist", file=sys.stderr)
         return 1
+    if args.as_fold < 0:
+        print("--as-fold must be 0 or more", file=sys.stderr)
+        return 1
+    if args.as_fold:
+        return add_fold(args.model, source, args.as_fold)
     (WEIGHTS / "fold_0").mkdir(parents=True, exist_ok=True)
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copy2(args.model / name, WEIGHTS / name)
@@ -109,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     stale = WEIGHTS / "postprocessing.json"
     if stale.exists():  # chosen for the previous weights
         stale.unlink()
+    # An ensemble's other folds, and the window step set for them, went with the previous weights.
+    for fold in sorted(WEIGHTS.glob("fold_*")):
+        if fold.name != "fold_0":
+            shutil.rmtree(fold)
+    for leftover in [WEIGHTS / "inference.json", *WEIGHTS.glob("TRAINING_LOG_fold_*.md")]:
+        leftover.unlink(missing_ok=True)
     print(
         "choose its post-processing next: python benchmarks/postprocessing.py "
         "--dataset RAW_DATASET --write"
