@@ -274,7 +274,7 @@ def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
     plain = nnunet.NewLesionPredictor(model)
     (model / "inference.json").write_text(json.dumps({"tile_step_size": 0.6}))
     rng = np.random.default_rng(0)
-    pair = [Volume(rng.normal(size=(100, 100, 100)).astype(np.float32), np.eye(4)) for _ in "ab"]
+    pair = [Volume(rng.normal(size=(100, 64, 64)).astype(np.float32), np.eye(4)) for _ in "ab"]
 
     def windows(predictor: nnunet.NewLesionPredictor) -> int:
         """How many 64^3 windows the network saw (one fold: one pass per window)."""
@@ -286,16 +286,16 @@ def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
         return len(calls)
 
     # Along 100 voxels a 64-voxel patch at step 0.5 (32 voxels) needs 3 windows (0, 18, 36),
-    # at step 0.6 (38.4 voxels) 2 (0, 36): 27 windows in 3-D against 8.
-    assert plain.tile_step_size == 0.5 and windows(plain) == 27
+    # at step 0.6 (38.4 voxels) 2 (0, 36); along 64 voxels, one.
+    assert plain.tile_step_size == 0.5 and windows(plain) == 3
     from_folder = nnunet.NewLesionPredictor(model)
-    assert from_folder.tile_step_size == 0.6 and windows(from_folder) == 8
-    assert windows(nnunet.NewLesionPredictor(model, tile_step_size=0.5)) == 27  # caller wins
+    assert from_folder.tile_step_size == 0.6 and windows(from_folder) == 2
+    assert windows(nnunet.NewLesionPredictor(model, tile_step_size=0.5)) == 3  # caller wins
     # Two folds (an ensemble): every window through each, and the mean of their probabilities
     # (two copies of one network: the same map as one).
     shutil.copytree(model / "fold_0", model / "fold_1")
     ensemble = nnunet.NewLesionPredictor(model)
-    assert windows(ensemble) == 16
+    assert windows(ensemble) == 4
     np.testing.assert_allclose(
         ensemble.probability(*pair).array, from_folder.probability(*pair).array, atol=1e-6
     )
