@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     cases = [(p.patient, p.baseline, p.followup) for p in open_ms_pairs(args.data)]
     if not cases:
-        example = write_example_pair(args.work / "example")
+        example = write_example_pair(args.work / "example_input")
         cases = [("example", Path(example["baseline"]), Path(example["followup"]))]
     model = args.model or DEFAULT_MODEL
     folds = len(list(Path(model).glob("fold_*"))) if Path(model).is_dir() else "?"
