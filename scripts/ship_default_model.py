@@ -169,15 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     log_file.write_text(training_log(source, previous, args.first_epoch))
     size = (WEIGHTS / "fold_0" / "checkpoint_final.pth").stat().st_size / 2**20
     print(f"shipped {source} -> {WEIGHTS} ({size:.1f} MB)")
-    stale = WEIGHTS / "postprocessing.json"
-    if stale.exists():  # chosen for the previous weights
-        stale.unlink()
-    # An ensemble's other folds, and the window step set for them, went with the previous weights.
-    for fold in sorted(WEIGHTS.glob("fold_*")):
+    # What belonged to the previous weights goes: their operating point, and an ensemble's
+    # other folds with their logs and window step.
+    for fold in WEIGHTS.glob("fold_*"):
         if fold.name != "fold_0":
             shutil.rmtree(fold)
-    for leftover in [WEIGHTS / "inference.json", *WEIGHTS.glob("TRAINING_LOG_fold_*.md")]:
-        leftover.unlink(missing_ok=True)
+    stale = ["postprocessing.json", "inference.json", *WEIGHTS.glob("TRAINING_LOG_fold_*.md")]
+    for leftover in stale:
+        (WEIGHTS / leftover).unlink(missing_ok=True)
     print(
         "choose its post-processing next: python benchmarks/postprocessing.py "
         "--dataset RAW_DATASET --write"
