@@ -309,6 +309,24 @@ def test_the_model_folder_sets_the_sliding_window_step(tmp_path: Path) -> None:
         nnunet.NewLesionPredictor(model)
 
 
+def test_trainers_are_found_by_name_ours_directly_others_by_nnunets_search() -> None:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from msnewlesions.model import trainers
+    from msnewlesions.model.nnunet.prediction import trainer_class_by_name
+
+    for name in trainers.__all__:
+        if name.startswith("nnUNetTrainer"):
+            assert trainer_class_by_name(name, "m") is getattr(trainers, name)
+    assert trainer_class_by_name("nnUNetTrainer", "m") is nnUNetTrainer
+    variant = trainer_class_by_name("nnUNetTrainer_5epochs", "m")  # found in nnU-Net's tree
+    assert variant.__name__ == "nnUNetTrainer_5epochs" and issubclass(variant, nnUNetTrainer)
+    with pytest.raises(MSNewLesionsError, match="neither nnU-Net's nor ours"):
+        trainer_class_by_name("nnUNetTrainerThatNobodyWrote", "m")
+    with pytest.raises(MSNewLesionsError, match="neither"):
+        trainer_class_by_name("plateau_scheduler", "m")  # ours, but not a trainer
+
+
 def test_mirroring_along_one_axis_makes_the_prediction_symmetric_along_that_axis() -> None:
     from msnewlesions.model.default import DEFAULT_MODEL
 

@@ -92,13 +92,34 @@ def _load_predictor(
     return predictor, chosen
 
 
+def trainer_class_by_name(name: str, model: str | Path) -> Any:
+    """The trainer class ``name``: ours or nnU-Net's base trainer by direct import, any other
+    nnU-Net trainer by nnU-Net's own search (which imports every module of its trainer folder,
+    about 4 s here, so it is left for names we do not know)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from msnewlesions.model import trainers
+
+    known = getattr(trainers, name, None) if name != nnUNetTrainer.__name__ else nnUNetTrainer
+    if isinstance(known, type) and issubclass(known, nnUNetTrainer):
+        return known
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        found = recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        found = None
+    if found is None:
+        raise MSNewLesionsError(f"{model}: trainer {name} is neither nnU-Net's nor ours.")
+    return found
+
+
 def _initialize(predictor: Any, model: Path, folds: Sequence[str], checkpoint_name: str) -> None:
     """nnU-Net's ``initialize_from_trained_model_folder``, with every checkpoint loaded by
     :func:`~msnewlesions.model.nnunet.archives.load_checkpoint` (never code) and the plans and
     trainer name checked before nnU-Net imports what they name."""
     import json
 
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -118,9 +139,7 @@ def _initialize(predictor: Any, model: Path, folds: Sequence[str], checkpoint_na
     configuration = plans_manager.get_configuration(configuration_name)
     inputs = determine_num_input_channels(plans_manager, configuration, dataset_json)
     outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    if trainer_class is None:
-        raise MSNewLesionsError(f"{model}: trainer {trainer_name} is neither nnU-Net's nor ours.")
+    trainer_class = trainer_class_by_name(trainer_name, model)
     network = trainer_class.build_network_architecture(
         plans_manager, configuration, inputs, outputs, enable_deep_supervision=False
     )
