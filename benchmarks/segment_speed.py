@@ -3,10 +3,11 @@
 Runs the command in a child process per pair (the open_ms_data pairs when ../shared is present,
 else the example pair) with the shipped model, TTA off, and prints the per-step seconds from
 its summary.json and the child's peak resident memory. Every fold of the model is averaged, with
-the sliding-window step its folder sets (``inference.json``, else nnU-Net's 0.5).
+the sliding-window step its folder sets (``inference.json``, else nnU-Net's 0.5), and the
+network passes in ``--precision`` (auto: bfloat16 where the CPU has it).
 
     python benchmarks/segment_speed.py [--data ../shared/data/open_ms_data] [--model DIR]
-        [--work DIR]
+        [--work DIR] [--precision auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pathlib import Path
 from msnewlesions.example import write_example_pair
 from msnewlesions.model.default import DEFAULT_MODEL
 from msnewlesions.model.nnunet.prediction import model_tile_step_size
+from msnewlesions.precision import PRECISIONS, resolve_precision
 from msnewlesions.validation import open_ms_pairs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
 
 
-def run(baseline: Path, followup: Path, out: Path, model: Path | None) -> dict:
+def run(baseline: Path, followup: Path, out: Path, model: Path | None, precision: str) -> dict:
     argv = [sys.executable, "-m", "msnewlesions.cli", "segment", "-q", "--overwrite"]
+    argv += ["--precision", precision]
     argv += ["--baseline", str(baseline), "--followup", str(followup), "--out", str(out)]
     if model is not None:
         argv += ["--model", str(model)]
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--work", type=Path, default=Path("benchmark_output/segment_speed"))
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="segment --precision (auto)"
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     cases = [(p.patient, p.baseline, p.followup) for p in open_ms_pairs(args.data)]
@@ -61,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or DEFAULT_MODEL
     folds = len(list(Path(model).glob("fold_*"))) if Path(model).is_dir() else "?"
     step = model_tile_step_size(model) if Path(model).is_dir() else "?"
-    print(f"{os.cpu_count()} CPU(s); segment with TTA off, {folds} fold(s), tile step {step}")
+    precision = resolve_precision(args.precision)
+    print(
+        f"{os.cpu_count()} CPU(s); segment with TTA off, {folds} fold(s), tile step {step}, "
+        f"network passes in {precision}"
+    )
     results = {}
     for name, baseline, followup in cases:
-        result = run(baseline, followup, args.work / name, args.model)
+        result = run(baseline, followup, args.work / name, args.model, args.precision)
         results[name] = result
         steps = result["steps_s"]
         print(

@@ -292,7 +292,9 @@ def cubes_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> CubesPredictor:
     """The command line's network replaced by the stand-in."""
     predictor = CubesPredictor(CUBES)
 
-    def load(model: object, device: str = "cpu", tta: bool = False) -> tuple:
+    def load(
+        model: object, device: str = "cpu", tta: bool = False, precision: str = "auto"
+    ) -> tuple:
         return predictor, Path("cubes")
 
     monkeypatch.setattr(segment_command, "load_predictor", load)

@@ -55,6 +55,23 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+PrecisionOption = Annotated[
+    PrecisionChoice,
+    typer.Option(
+        help="Number format of the network passes (HD-BET and the lesion network) on the CPU: "
+        "auto takes bfloat16 where the CPU has bfloat16 instructions (about twice as fast, "
+        "nearly the same masks) and float32 elsewhere; float32 gives the same results on "
+        "every CPU (default: auto).",
+    ),
+]
+
+
 def segment_options(
     threshold: float | None,
     min_lesion_mm3: float | None,
@@ -62,6 +79,7 @@ def segment_options(
     device: DeviceChoice,
     skull_stripped: SkullStrippedChoice,
     match_slices: bool,
+    precision: PrecisionChoice = PrecisionChoice.auto,
 ) -> SegmentOptions:
     """``segment``'s options from the flags every segmenting command shares (None: the model's
     own post-processing)."""
@@ -73,7 +91,9 @@ def segment_options(
         min_lesion_mm3=min_lesion_mm3,
         min_depth_mm=min_depth_mm,
         preprocess=PreprocessOptions(
-            device=device.value, skull_stripped=skull_stripped.as_option()
+            device=device.value,
+            skull_stripped=skull_stripped.as_option(),
+            precision=precision.value,
         ),
         match_slices=match_slices,
     )

@@ -9,6 +9,8 @@ import typer
 
 from msnewlesions.cli.app import (
     DeviceChoice,
+    PrecisionChoice,
+    PrecisionOption,
     Quiet,
     SkullstripChoice,
     SkullStripped,
@@ -36,6 +38,7 @@ def preprocess(
     ] = SkullstripChoice.fast,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     device: Annotated[DeviceChoice, typer.Option(help="Where HD-BET runs.")] = DeviceChoice.cpu,
+    precision: PrecisionOption = PrecisionChoice.auto,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
     ] = False,
@@ -55,6 +58,7 @@ def preprocess(
         skullstrip_mode=skullstrip.value,
         device=device.value,
         skull_stripped=skull_stripped.as_option(),
+        precision=precision.value,
     )
     pair = preprocess_files(baseline, followup, out, options, overwrite=overwrite)
     qc = pair.qc
@@ -135,6 +139,7 @@ def segment(
         typer.Option(help="Trained model folder or zip (default: the model shipped inside)."),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
+    precision: PrecisionOption = PrecisionChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     threshold: Annotated[
@@ -183,7 +188,7 @@ def segment(
     if destination is None or (out is not None and mask is not None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
     options = segment_options(
-        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices
+        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices, precision
     )
     result = segment_files(
         baseline,

@@ -148,7 +148,12 @@ def _predictor(settings: SegmentSettings) -> LesionPredictor:
     """The network of ``settings``, loaded once per worker process."""
     from msnewlesions.commands import segment
 
-    key = (settings.model, settings.device, settings.test_time_augmentation)
+    key = (
+        settings.model,
+        settings.device,
+        settings.test_time_augmentation,
+        settings.options.preprocess.precision,
+    )
     if key not in _PREDICTORS:
         _PREDICTORS[key], _ = segment.load_predictor(*key)
     return _PREDICTORS[key]

@@ -24,6 +24,7 @@ from msnewlesions.atomic import (
 )
 from msnewlesions.io import read_volume, write_volume, write_volume_atomically
 from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
+from msnewlesions.precision import Precision
 from msnewlesions.preprocessing.pipeline import software_versions, write_transforms
 from msnewlesions.report.html import render_report
 from msnewlesions.segment import (
@@ -68,15 +69,22 @@ def write_segmentation(result: Segmentation, summary: SegmentationSummary, folde
 
 
 def load_predictor(
-    model: str | Path | None, device: str = "cpu", test_time_augmentation: bool = False
+    model: str | Path | None,
+    device: str = "cpu",
+    test_time_augmentation: bool = False,
+    precision: Precision = "auto",
 ) -> tuple[LesionPredictor, Path]:
-    """The network of ``model`` (default: the shipped one), loaded, and the model's path."""
+    """The network of ``model`` (default: the shipped one), loaded, and the model's path;
+    ``precision``: its passes' number format on the CPU (:mod:`msnewlesions.precision`)."""
     from msnewlesions.model.default import default_model
     from msnewlesions.model.nnunet import NewLesionPredictor
 
     model_path = Path(model) if model is not None else default_model()
     predictor = NewLesionPredictor(
-        model_path, device=device, test_time_augmentation=test_time_augmentation
+        model_path,
+        device=device,
+        test_time_augmentation=test_time_augmentation,
+        precision=precision,
     )
     return predictor, model_path
 
@@ -110,7 +118,9 @@ def segment_files(
         # The scans first: a bad input is refused in a second, before the network is loaded.
         baseline, followup = read_volume(baseline_path), read_volume(followup_path)
         if predictor is None:
-            predictor, model_path = load_predictor(model, device, test_time_augmentation)
+            predictor, model_path = load_predictor(
+                model, device, test_time_augmentation, options.preprocess.precision
+            )
         else:
             model_path = Path(model or "(given predictor)")
         result = segment_pair(baseline, followup, predictor, options)

@@ -52,6 +52,7 @@ from msnewlesions.atomic import (
 )
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, check_scan, read_volume, write_volume
+from msnewlesions.precision import Precision, resolve_precision
 from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
@@ -72,10 +73,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PreprocessOptions:
     """``skull_stripped``: whether the scans are already brain-extracted (their non-zero region is
-    then the brain mask, instead of HD-BET's); None decides from the scans."""
+    then the brain mask, instead of HD-BET's); None decides from the scans. ``precision``: HD-BET's
+    number format on the CPU (:mod:`msnewlesions.precision`)."""
 
     skullstrip_mode: SkullstripMode = "fast"
     device: str = "cpu"
+    precision: Precision = "auto"
     crop_margin_mm: float = 5.0
     interpolation: str = "bspline"
     skull_stripped: bool | None = None
@@ -173,6 +176,7 @@ def preprocess_pair(
             options.skull_stripped,
             options.skullstrip_mode,
             options.device,
+            options.precision,
         )
         if not brain.mask.array.any():
             raise MSNewLesionsError(
@@ -228,6 +232,7 @@ def preprocess_pair(
     qc.options = {
         "skull_stripped": options.skull_stripped,
         "skullstrip_mode": options.skullstrip_mode,
+        "precision": resolve_precision(options.precision, options.device),
         "interpolation": options.interpolation,
         "crop_margin_mm": options.crop_margin_mm,
     }

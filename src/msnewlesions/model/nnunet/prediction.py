@@ -23,6 +23,7 @@ from msnewlesions.model.nnunet.archives import (
     open_model,
 )
 from msnewlesions.model.nnunet.environment import check_device, nnunet_environment, quiet
+from msnewlesions.precision import Precision, network_precision, resolve_precision
 
 #: A model folder's inference settings (today only nnU-Net's sliding-window step), beside its
 #: plans: ``{"tile_step_size": 0.6}``. Without it nnU-Net's default step is used.
@@ -171,12 +172,16 @@ class NewLesionPredictor:
         checkpoint: str = "checkpoint_final.pth",
         mirror_axes: Sequence[int] | None = None,
         tile_step_size: float | None = None,
+        precision: Precision = "auto",
     ) -> None:
         """``mirror_axes``: with ``test_time_augmentation``, mirror along these axes of the
         volumes only (0, 1, 2 as in ``Volume.array``; 0 is left-right in MNI space), one more
         network pass per combination; None: every axis the model allows (8 passes in 3-D).
         ``tile_step_size``: the sliding window's step as a fraction of the patch (smaller: more
-        overlapping windows, slower); None: the model folder's ``inference.json``, else 0.5."""
+        overlapping windows, slower); None: the model folder's ``inference.json``, else 0.5.
+        ``precision``: the network passes' number format on the CPU
+        (:mod:`msnewlesions.precision`; ``"auto"``: bfloat16 where the CPU has it)."""
+        self.precision = resolve_precision(precision, device)
         with open_model(model) as folder:  # a zip is unpacked only while the weights load
             self.tile_step_size = (
                 model_tile_step_size(folder)
@@ -204,11 +209,14 @@ class NewLesionPredictor:
             raise ValueError("baseline and follow-up must share the preprocessed grid")
         data = np.stack([baseline.array.transpose(2, 1, 0), followup.array.transpose(2, 1, 0)])
         properties = {"spacing": [float(s) for s in baseline.spacing[::-1]]}
-        with nnunet_environment(), quiet():
-            _, probabilities = run_flushed(
-                lambda: self._predictor.predict_single_npy_array(
+
+        def predict() -> Any:
+            with network_precision(self._predictor.network, self.precision):
+                return self._predictor.predict_single_npy_array(
                     data.astype(np.float32), properties, None, None, True
                 )
-            )
+
+        with nnunet_environment(), quiet():
+            _, probabilities = run_flushed(predict)
         foreground = np.asarray(probabilities[1], dtype=np.float32).transpose(2, 1, 0)
         return baseline.with_array(np.ascontiguousarray(foreground))
