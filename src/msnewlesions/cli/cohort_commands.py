@@ -10,6 +10,8 @@ import typer
 
 from msnewlesions.cli.app import (
     DeviceChoice,
+    PrecisionChoice,
+    PrecisionOption,
     Quiet,
     SkullStripped,
     SkullStrippedChoice,
@@ -119,11 +121,12 @@ def _settings(
     min_lesion_mm3: float | None,
     min_depth_mm: float | None,
     match_slices: bool,
+    precision: PrecisionChoice = PrecisionChoice.auto,
 ) -> SegmentSettings:
     from msnewlesions.cohort.engine import SegmentSettings
 
     options = segment_options(
-        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices
+        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices, precision
     )
     return SegmentSettings(model, options, device.value, tta)
 
@@ -193,6 +196,7 @@ def bids(
     dask_scheduler: DaskScheduler = None,
     model: Model = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
+    precision: PrecisionOption = PrecisionChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Tta = False,
     threshold: Threshold = None,
@@ -227,6 +231,7 @@ def bids(
             min_lesion_mm3,
             min_depth_mm,
             match_slices,
+            precision,
         )
         run = bids_participant(bids_dir, output_dir, settings, selection, jobs, dask_scheduler)
     _finish(run, output_dir)
@@ -242,6 +247,7 @@ def batch(
     dask_scheduler: DaskScheduler = None,
     model: Model = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
+    precision: PrecisionOption = PrecisionChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Tta = False,
     threshold: Threshold = None,
@@ -269,6 +275,7 @@ def batch(
         min_lesion_mm3,
         min_depth_mm,
         match_slices,
+        precision,
     )
     run = run_batch(manifest, output_dir, settings, jobs, dask_scheduler)
     _finish(run, output_dir)
