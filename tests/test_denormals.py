@@ -74,9 +74,9 @@ def test_hd_bet_runs_with_subnormals_flushed(monkeypatch: pytest.MonkeyPatch) ->
 
     seen: list[bool] = []
 
-    def fake_hd_bet(array_zyx: np.ndarray, *args: Any, **kwargs: Any) -> tuple[None, np.ndarray]:
+    def fake_hd_bet(array_zyx: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         seen.append(subnormals_flushed())
-        return None, np.ones_like(array_zyx, dtype=np.uint8)
+        return np.ones_like(array_zyx, dtype=np.uint8)
 
     monkeypatch.setattr(skullstrip, "_hdbet_segmentation", fake_hd_bet)
     head = Volume(np.ones((6, 7, 8), np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))

