@@ -43,6 +43,7 @@ inputs are cached), which is what the shipped settings are chosen on.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
@@ -458,9 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         model = model_folder
         settings = PostprocessingSettings(choice["threshold"], choice["min_lesion_mm3"], min_depth)
+        flags = " --through-segment" if args.through_segment else ""
+        flags += " --realistic" if args.realistic else ""
+        folds = "+".join(p.name.removeprefix("fold_") for p in sorted(model.glob("fold_*")))
         note = (
-            f"benchmarks/postprocessing.py: fold {args.fold} validation split of "
-            f"{args.dataset.name} ({len(cases)} cases"
+            f"benchmarks/postprocessing.py{flags} on {datetime.date.today().isoformat()} for "
+            f"fold(s) {folds}: fold {args.fold} validation split of {args.dataset.name} "
+            f"({len(cases)} cases"
             + (", segmented from their scans" if args.through_segment else "")
             + "), best pooled lesion F1"
             + ("" if args.no_slice_matching else ", slice-matched inputs as segment feeds them")
