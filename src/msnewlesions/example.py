@@ -13,6 +13,7 @@ msnewlesions.example --bids DIR`` writes the example cohort, a BIDS dataset of t
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,20 +163,31 @@ def write_example_bids(
     folder: str | Path, subjects: int = 3, seeds: Sequence[int] | None = None
 ) -> Path:
     """Example pairs (seeds 0..n-1, or ``seeds``: one subject each) as a BIDS dataset with
-    new-lesion masks in derivatives."""
+    new-lesion masks in derivatives. A seed given twice is made once and its files copied."""
     folder = Path(folder)
+    written: dict[int, tuple[str, dict[str, Path]]] = {}  # seed -> (subject, its files)
     for number, seed in enumerate(range(subjects) if seeds is None else seeds, start=1):
         subject = f"sub-{number:02d}"
-        pair = write_example_pair(folder / "sourcedata" / subject, seed=seed)
-        for session, key in (("ses-01", "baseline"), ("ses-02", "followup")):
-            target = folder / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
+        targets = {
+            key: folder / subject / session / "anat" / f"{subject}_{session}_FLAIR.nii.gz"
+            for session, key in (("ses-01", "baseline"), ("ses-02", "followup"))
+        }
+        targets["true_new_lesions"] = (
+            folder / "derivatives" / "truth" / subject / "ses-02" / "anat"
+            / f"{subject}_ses-02_desc-newlesions_mask.nii.gz"
+        )  # fmt: skip
+        for target in targets.values():
             target.parent.mkdir(parents=True, exist_ok=True)
-            Path(pair[key]).replace(target)
-        mask = folder / "derivatives" / "truth" / subject / "ses-02" / "anat"
-        mask.mkdir(parents=True, exist_ok=True)
-        Path(pair["true_new_lesions"]).replace(
-            mask / f"{subject}_ses-02_desc-newlesions_mask.nii.gz"
-        )
+        if seed in written:
+            earlier, files = written[seed]
+            shutil.copytree(folder / "sourcedata" / earlier, folder / "sourcedata" / subject)
+            for key, target in targets.items():
+                shutil.copyfile(files[key], target)
+        else:
+            pair = write_example_pair(folder / "sourcedata" / subject, seed=seed)
+            for key, target in targets.items():
+                Path(pair[key]).replace(target)
+            written[seed] = (subject, targets)
     return folder
 
 
