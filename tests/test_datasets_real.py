@@ -13,7 +13,10 @@ from msnewlesions.io import read_volume
 from msnewlesions.model import datasets, nnunet
 from tests.conftest import PreprocessOnce
 
-pytestmark = pytest.mark.real_data
+# Both real pairs' preprocessing (about 2 minutes): with the slow tests. In the default run the
+# dataset command is tested on the bids layout (tests/test_model.py's chain); this module adds the
+# open_ms_data layout, whose labels are the gaining part of the experts' change masks.
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

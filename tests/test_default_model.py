@@ -40,26 +40,38 @@ def test_the_shipped_model_is_a_small_two_channel_cpu_model_without_optimizer_st
     assert (DEFAULT_MODEL / "TRAINING_LOG.md").exists()
 
 
-def test_segment_with_the_shipped_model_finds_the_example_lesions_and_predict_agrees(
-    tmp_path: Path, preprocess_once: PreprocessOnce, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The shipped network end to end through the command line; then ``predict`` on the inputs
-    segment gave the network: the same lesions, voxel for voxel."""
+@pytest.fixture(scope="module")
+def segmented_example(
+    tmp_path_factory: pytest.TempPathFactory, preprocess_once: PreprocessOnce
+) -> dict[str, Path]:
+    """``segment`` of the example pair with the shipped model, through the command line."""
     from msnewlesions.cli import main
     from msnewlesions.preprocessing import model_inputs
 
+    root = tmp_path_factory.mktemp("default_model")
     # The real pipeline, once per session for this pair (test_preprocess_cli.py's too).
-    monkeypatch.setattr(model_inputs, "preprocess_pair", preprocess_once)
-    example = write_example_pair(tmp_path / "example")
-    out = tmp_path / "segment"
-    argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
-    assert main([*argv, "--out", str(out), "-q"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
+        example = write_example_pair(root / "example")
+        out = root / "segment"
+        argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
+        assert main([*argv, "--out", str(out), "-q"]) == 0
+    return {"root": root, "out": out} | {key: Path(path) for key, path in example.items()}
+
+
+def test_segment_with_the_shipped_model_finds_the_example_lesions(
+    segmented_example: dict[str, Path], tmp_path: Path
+) -> None:
+    """The shipped network end to end through the command line."""
+    from msnewlesions.cli import main
+
+    out = segmented_example["out"]
     metrics = tmp_path / "metrics.json"
     argv = ["evaluate", "--pred", str(out / "new_lesions.nii.gz")]
-    argv += ["--ref", example["true_new_lesions"], "--out", str(metrics), "-q"]
+    argv += ["--ref", str(segmented_example["true_new_lesions"]), "--out", str(metrics), "-q"]
     assert main(argv) == 0
     case = json.loads(metrics.read_text())["cases"][0]
-    truth = json.loads((tmp_path / "example" / "truth.json").read_text())
+    truth = json.loads((segmented_example["root"] / "example" / "truth.json").read_text())
     assert case["n_ref_lesions"] == truth["new_lesion_count"]
     assert case["lesion_sensitivity"] == 1.0, case
     assert case["lesion_ppv"] >= 0.75, case
@@ -74,8 +86,20 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions_and_predict_ag
     )
     assert 0.0 < applied.threshold < 1.0 and applied.min_lesion_mm3 >= 3.0  # MSSEG-2's floor
 
-    baseline, followup = read_volume(example["baseline"]), read_volume(example["followup"])
-    given = model_inputs.model_inputs(baseline, followup)
+
+@pytest.mark.slow  # a second pass of both networks (about 45 s here)
+def test_predict_on_the_inputs_segment_gave_the_network_finds_the_same_lesions(
+    segmented_example: dict[str, Path], tmp_path: Path, preprocess_once: PreprocessOnce
+) -> None:
+    """``predict`` on the inputs segment gave the network: the same lesions, voxel for voxel."""
+    from msnewlesions.cli import main
+    from msnewlesions.preprocessing import model_inputs
+
+    baseline = read_volume(segmented_example["baseline"])
+    followup = read_volume(segmented_example["followup"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
+        given = model_inputs.model_inputs(baseline, followup)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     write_volume(given.baseline, inputs / "example_0000.nii.gz", np.float32)
@@ -83,7 +107,7 @@ def test_segment_with_the_shipped_model_finds_the_example_lesions_and_predict_ag
     argv = ["predict", "--model", str(DEFAULT_MODEL), "--input", str(inputs)]
     assert main([*argv, "--out", str(tmp_path / "predicted"), "-q"]) == 0
     predicted = read_volume(tmp_path / "predicted" / "example.nii.gz")
-    segmented = read_volume(out / "new_lesions_mni.nii.gz")
+    segmented = read_volume(segmented_example["out"] / "new_lesions_mni.nii.gz")
     assert predicted.same_grid(segmented)
     assert segmented.array.any()
     np.testing.assert_array_equal(predicted.array, segmented.array)

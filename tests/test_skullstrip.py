@@ -119,6 +119,9 @@ def test_the_skull_stripped_option_reaches_the_pipeline(
     assert seen == [False, True, None]
 
 
+# A whole preprocessing of a real scan (about 40 s); in the default run the example's
+# brain-extracted scans keep their own mask (test_the_example_brain_is_its_own_mask_without_hd_bet).
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_a_real_brain_extracted_flair_keeps_its_whole_brain(open_ms_data: Path) -> None:
     """open_ms_data's brain-extracted FLAIRs: HD-BET dropped 13-25 % of their brain (144-277 ml);

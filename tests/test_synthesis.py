@@ -458,6 +458,7 @@ def test_a_pair_that_preprocessing_refuses_is_skipped_and_stays_skipped(
     assert json.loads((folder / "splits_final.json").read_text())[0] == split
 
 
+@pytest.mark.slow  # segment's preprocessing of a synthetic native pair (about 35 s)
 def test_a_native_acquisition_tilts_the_head_on_a_thick_sliced_grid_and_the_label_follows(
     anatomy, library
 ) -> None:
