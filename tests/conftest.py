@@ -157,7 +157,7 @@ def chain(
     assert {r["status"] for r in records} == {"already written"}
 
     preprocessed, results = root / "preprocessed", root / "results"
-    nnunet.plan_and_preprocess(raw, preprocessed, 502, num_processes=2)  # one per core
+    nnunet.plan_and_preprocess(raw, preprocessed, 502)
     short = {"iterations_per_epoch": 2, "validation_iterations": 1}
     quick = {"validate": False, "data_workers": 0}
     # The last epoch of each run at the learning rate / 5; the resumed run must not divide again.

@@ -303,6 +303,9 @@ def test_the_dataset_is_written_resumably_with_a_hold_out_split(
     assert (folder / "labelsTr" / labels[0]).stat().st_mtime_ns == first_write
 
 
+# About 40 s past the example's preprocessing: with the slow tests. The synthetic dataset's
+# writing and resuming stay in the default run (test_the_dataset_is_written_resumably_...).
+@pytest.mark.slow
 def test_real_pairs_join_the_training_side_with_their_gaining_lesions(
     anatomy, library, tmp_path: Path, preprocess_once, monkeypatch: pytest.MonkeyPatch
 ) -> None:
