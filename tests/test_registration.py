@@ -6,7 +6,7 @@ import SimpleITK as sitk
 
 from msnewlesions import template
 from msnewlesions.example import flair_like
-from msnewlesions.io import Volume
+from msnewlesions.io import RAS_TO_LPS, Volume
 from msnewlesions.preprocessing import registration
 from tests.conftest import oblique_affine
 
@@ -253,3 +253,55 @@ def test_the_refinement_is_repeatable_and_the_same_whichever_visit_is_called_bas
     assert first.GetParameters() == second.GetParameters()
     swapped = registration.rigid_matrix(_refine(protocol_change, swap=True))
     np.testing.assert_allclose(swapped @ registration.rigid_matrix(first), np.eye(4), atol=1e-6)
+
+
+def _axial_acquisition(anatomy: Volume, pose: sitk.Transform, slice_mm: float) -> Volume:
+    """``anatomy`` seen by a 2-D protocol: axial slices ``slice_mm`` apart with a Gaussian slice
+    profile of that full width at half maximum, 1 mm in plane; a grid point p shows the anatomy at
+    ``pose(p)`` (the head tilted in the scanner)."""
+    from scipy import ndimage
+
+    step = round(slice_mm)
+    fine = Volume(np.zeros(anatomy.shape, np.float32), anatomy.affine)
+    seen = registration.resample(anatomy, fine, pose, "linear").array
+    seen = ndimage.gaussian_filter(seen, (0, 0, slice_mm / 2.355))[:, :, ::step]
+    affine = anatomy.affine.copy()
+    affine[:3, 2] *= step
+    return Volume(np.ascontiguousarray(seen), affine)
+
+
+def test_two_thick_slice_visits_at_different_tilts_are_refined_to_a_tenth_of_a_millimetre(
+    anatomy: Volume,
+) -> None:
+    """Both visits 2-D with 5 mm slices, the head tilted 15 degrees apart between them: from a
+    start 2.6 mm off, the refinement lands within 0.1 mm over the brain. With ITK's default
+    gradient filter in the metric (the pipeline until 2026-12-03) it stopped 0.26 mm off here,
+    and up to 10 mm off on realistic synthetic pairs of this kind (RigidSettings)."""
+    middle = anatomy.index_to_world((np.array(anatomy.shape) - 1) / 2)[0]
+    centre = tuple(float(v) for v in RAS_TO_LPS @ middle)  # turn about the head's middle
+    baseline_pose = _rigid((0.12, 0.0, 0.03), (2.0, -3.0, 1.0))
+    followup_pose = _rigid((-0.15, 0.1, -0.05), (-2.0, 4.0, 3.0))
+    for pose in (baseline_pose, followup_pose):
+        pose.SetCenter(centre)
+    baseline = _axial_acquisition(anatomy, baseline_pose, 5.0)
+    followup = _axial_acquisition(anatomy, followup_pose, 5.0)
+    brain = template.mni_brain_mask()
+    brains = [
+        registration.resample(brain, scan, pose, "nearest")
+        for scan, pose in ((baseline, baseline_pose), (followup, followup_pose))
+    ]
+    # followup_to_baseline maps a baseline point to the follow-up point showing the same anatomy.
+    truth = registration.compose(registration.invert(followup_pose), baseline_pose)
+    start = registration.compose(truth, _rigid((0.01, 0.015, -0.01), (1.0, -1.0, 1.2)))
+    points = baseline.index_to_world(np.argwhere(brains[0].array > 0)[::20])
+    expected = registration.transform_points_ras(truth, points)
+
+    def error(transform: sitk.Transform) -> float:
+        found = registration.transform_points_ras(transform, points)
+        return float(np.linalg.norm(found - expected, axis=1).mean())
+
+    refined = registration.refine_in_brain(
+        baseline.to_sitk(), followup.to_sitk(), brains[0].to_sitk(), brains[1].to_sitk(), start
+    )
+    assert error(start) > 2.0
+    assert error(refined) < 0.1, error(refined)

@@ -17,6 +17,7 @@ from msnewlesions.lesions import SIX_CONNECTED
 from msnewlesions.model import synthesis
 from msnewlesions.model.synthesis import LesionShape, SynthesisSettings
 from msnewlesions.model.synthesis.anatomy import finish_anatomy
+from msnewlesions.preprocessing import registration
 from msnewlesions.preprocessing.intensity import brain_bounding_box
 from msnewlesions.preprocessing.resolution import reslice
 from tests.conftest import run_cli
@@ -487,6 +488,33 @@ def test_a_native_acquisition_tilts_the_head_on_a_thick_sliced_grid_and_the_labe
     assert label.array.sum() > 0.6 * pair.new_lesions.array.sum()
     difference = followup.array - baseline.array
     assert np.median(difference[label.array > 0]) > 0.8
+
+
+def test_each_native_visit_keeps_the_pose_its_registration_should_find(anatomy, library) -> None:
+    """The brain drawn through each visit's pose onto that visit's scan covers the scan's own
+    (non-zero) brain: the poses are the truth benchmarks/registration.py --native scores against."""
+    settings = replace(
+        SAME_ACQUISITION, native_acquisition=True, three_d_probability=0.0, in_plane_mm=(1.0, 1.0)
+    )
+    pair = synthesis.synthesize_pair(
+        anatomy, library, synthesis.pair_rng(0, 0, 3), settings, 2, native=True
+    )
+    poses = {"baseline": pair.baseline_pose, "followup": pair.followup_pose}
+    assert poses["baseline"] is not None and poses["followup"] is not None
+    for visit, scan in (("baseline", pair.baseline_scan), ("followup", pair.followup_scan)):
+        drawn = registration.resample(pair.brain_mask, scan, poses[visit], "nearest").array > 0
+        own = scan.array > 0
+        dice = 2 * (drawn & own).sum() / (drawn.sum() + own.sum())
+        assert dice > 0.9, (visit, dice)
+    # The other visit's pose puts the brain elsewhere (each visit has a head pose of its own).
+    other = (
+        registration.resample(
+            pair.brain_mask, pair.baseline_scan, poses["followup"], "nearest"
+        ).array
+        > 0
+    )
+    own = pair.baseline_scan.array > 0
+    assert 2 * (other & own).sum() / (other.sum() + own.sum()) < 0.9
 
 
 @pytest.mark.real_data

@@ -25,8 +25,8 @@ How the registration is done, and why (figures measured on open_ms_data, see the
    resolution, on bias-corrected copies of both scans (:func:`bias_corrected_for_registration`).
    The scan with the thicker slices is the fixed image, whichever visit it is
    (:func:`~msnewlesions.preprocessing.registration.refine_in_brain`). Against the database's
-   reference mapping: patient03 (two protocols) 1.66 mm after the head stage, 0.45 mm refined
-   (floor 0.36); patient01 0.26 mm (floor 0.11).
+   reference mapping: patient03 (two protocols) 1.66 mm after the head stage, 0.43 mm refined
+   (floor 0.36); patient01 0.39 and 0.14 mm (floor 0.11).
 5. Each native image is resampled ONCE into MNI through the composed transform; N4 inside the brain;
    both cropped to one brain box; z-score inside the brain, zero outside.
 """

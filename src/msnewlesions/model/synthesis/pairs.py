@@ -41,6 +41,8 @@ class SyntheticPair:
     #: For scans acquired on a scanner's grid (``native``): maps a point of the follow-up scan's
     #: space to the point of ``new_lesions``' grid it shows; None when the scans are on that grid.
     followup_pose: sitk.Transform | None = None
+    #: The same for the baseline scan (what its registration should find; benchmarks).
+    baseline_pose: sitk.Transform | None = None
 
 
 def pair_rng(
@@ -132,9 +134,11 @@ def synthesize_pair(
     grid = crop(anatomy.image, box)
     brain_volume = grid.with_array(brain.astype(np.uint8))
     baseline_scan, followup_scan = grid.with_array(baseline_image), grid.with_array(followup_image)
-    followup_pose = None
+    followup_pose = baseline_pose = None
     if native:
-        baseline_scan, _ = acquire_natively(baseline_scan, brain_volume, rng, settings, info_base)
+        baseline_scan, baseline_pose = acquire_natively(
+            baseline_scan, brain_volume, rng, settings, info_base
+        )
         followup_scan, followup_pose = acquire_natively(
             followup_scan, brain_volume, rng, settings, info_follow
         )
@@ -148,6 +152,7 @@ def synthesize_pair(
         followup_scan=followup_scan,
         info=info,
         followup_pose=followup_pose,
+        baseline_pose=baseline_pose,
     )
 
 
