@@ -149,26 +149,37 @@ def head_registration(
     return registration.register_rigid(baseline.to_sitk(), followup.to_sitk(), settings).transform
 
 
-def real_pairs(data: Path) -> None:
+def head_stage(
+    baseline: Volume, followup: Volume, skull_stripped: bool | None = None
+) -> tuple[sitk.Transform, tuple[Volume, Volume]]:
+    """The pipeline's head registration of the follow-up and the pair's brain mask on each scan
+    (drawn in MNI space as the pipeline draws it), where every refinement starts."""
     mni = template.mni_t1()
+    head = head_registration(baseline, followup)
+    b2m = registration.register_rigid(
+        mni.to_sitk(), baseline.to_sitk(), registration.HEAD_SETTINGS
+    ).transform
+    f2m = registration.compose(head, b2m)
+    brain = pair_brain_mask(
+        registration.resample(baseline, mni, b2m),
+        registration.resample(followup, mni, f2m),
+        skull_stripped,
+    ).mask
+    on_baseline, on_followup = (
+        registration.resample(brain, scan, registration.invert(to_mni), "nearest")
+        for scan, to_mni in ((baseline, b2m), (followup, f2m))
+    )
+    return head, (on_baseline, on_followup)
+
+
+def real_pairs(data: Path) -> None:
     for pair in open_ms_pairs(data):
         baseline, followup = read_volume(pair.baseline), read_volume(pair.followup)
         b2c = sitk.ReadTransform(str(pair.baseline_to_common))
         f2c = sitk.ReadTransform(str(pair.followup_to_common))
         brain_common = read_volume(pair.brain_mask)
         floor = rigid_fit_residuals_mm(*reference_correspondences(b2c, f2c, brain_common))
-        head = head_registration(baseline, followup)
-        b2m = registration.register_rigid(
-            mni.to_sitk(), baseline.to_sitk(), registration.HEAD_SETTINGS
-        ).transform
-        f2m = registration.compose(head, b2m)
-        brain = pair_brain_mask(
-            registration.resample(baseline, mni, b2m), registration.resample(followup, mni, f2m)
-        ).mask
-        masks = [
-            registration.resample(brain, scan, registration.invert(to_mni), "nearest")
-            for scan, to_mni in ((baseline, b2m), (followup, f2m))
-        ]
+        head, masks = head_stage(baseline, followup)
         print(
             f"\n{pair.patient}: floor {floor.mean():.3f} / {np.percentile(floor, 95):.3f} mm "
             "(mean / p95)"
@@ -302,7 +313,6 @@ def native(data: Path, per_scan: int, seed: int, anatomy_cache: Path) -> None:
 
     sources, _ = synthesis.open_ms_data_sources(data)
     library = synthesis.change_library(synthesis.open_ms_data_change_masks(data))
-    mni = template.mni_t1()
     errors: dict[str, list[float]] = {name: [] for name in ("head", *NATIVE_REFINEMENTS)}
     thick_pairs: list[bool] = []
     print("\nnative synthetic pairs: follow-up -> baseline error over the baseline's brain (mm)")
@@ -322,20 +332,7 @@ def native(data: Path, per_scan: int, seed: int, anatomy_cache: Path) -> None:
             ]
             slices = [a["slice_spacing_mm"] for a in acquisitions]
             thick_pairs.append(min(slices) >= 3.0)
-            b2m = registration.register_rigid(
-                mni.to_sitk(), baseline.to_sitk(), registration.HEAD_SETTINGS
-            ).transform
-            head = head_registration(baseline, followup)
-            f2m = registration.compose(head, b2m)
-            brain = pair_brain_mask(
-                registration.resample(baseline, mni, b2m),
-                registration.resample(followup, mni, f2m),
-                skull_stripped=True,
-            ).mask
-            mb, mf = (
-                registration.resample(brain, scan, registration.invert(to_mni), "nearest")
-                for scan, to_mni in ((baseline, b2m), (followup, f2m))
-            )
+            head, (mb, mf) = head_stage(baseline, followup, skull_stripped=True)
             found = {"head": head}
             for name, refinement in NATIVE_REFINEMENTS.items():
                 found[name] = refinement(baseline, followup, mb, mf, head)
