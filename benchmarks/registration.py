@@ -99,7 +99,14 @@ def followup_onto_baseline(
     ).transform
 
 
-def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform) -> sitk.Transform:
+def pipeline(
+    b: Volume,
+    f: Volume,
+    mb: Volume,
+    mf: Volume,
+    head: sitk.Transform,
+    settings: registration.RigidSettings = registration.BRAIN_SETTINGS,
+) -> sitk.Transform:
     """The pipeline's refinement: the thicker-sliced scan fixed, both brain masks."""
     return registration.refine_in_brain(
         bias_corrected_for_registration(b, mb),
@@ -107,6 +114,7 @@ def pipeline(b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform)
         mb.to_sitk(),
         mf.to_sitk(),
         head,
+        settings,
     )
 
 
@@ -120,14 +128,7 @@ def with_gradient_filter(
     b: Volume, f: Volume, mb: Volume, mf: Volume, head: sitk.Transform
 ) -> sitk.Transform:
     """The pipeline's refinement with ITK's gradient filter in the metric (until 2026-12-03)."""
-    return registration.refine_in_brain(
-        bias_corrected_for_registration(b, mb),
-        bias_corrected_for_registration(f, mf),
-        mb.to_sitk(),
-        mf.to_sitk(),
-        head,
-        GRADIENT_FILTER_BRAIN,
-    )
+    return pipeline(b, f, mb, mf, head, GRADIENT_FILTER_BRAIN)
 
 
 GRADIENT_FILTER_BRAIN = replace(registration.BRAIN_SETTINGS, image_gradient_filter=True)
