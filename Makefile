@@ -30,12 +30,18 @@ format: $(INSTALLED)
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# One worker per core (at most 4: each may hold a few GB), each one thread (PyTorch's and ITK's
+# pools would otherwise contend for the cores), a module's tests in one worker so that its
+# fixtures are built once.
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+
 test: $(INSTALLED) lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # Also the tests marked slow (model training and the like).
 test-all: $(INSTALLED)
-	MSNEWLESIONS_SLOW=1 $(BIN)/python -m pytest
+	MSNEWLESIONS_SLOW=1 $(PYTEST)
 
 demo: $(INSTALLED)
 	$(BIN)/python -m msnewlesions.example $(DEMO)/example

@@ -46,18 +46,21 @@ def test_the_function_runs_flushed_and_the_caller_is_left_as_it_was() -> None:
 
 
 def test_every_worker_of_the_pass_flushes_even_when_the_callers_workers_exist() -> None:
-    if torch.get_num_threads() < 2:
-        pytest.skip("one PyTorch thread: no workers to tell apart")
-    assert subnormals_left() == 1_000_000  # the caller's OpenMP workers now exist
-    # Setting the switch in the calling thread reaches only its own share of the work ...
-    torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # workers to tell apart, also where the tests run one thread each
     try:
-        only_the_caller = subnormals_left()
+        assert subnormals_left() == 1_000_000  # the caller's OpenMP workers now exist
+        # Setting the switch in the calling thread reaches only its own share of the work ...
+        torch.set_flush_denormal(True)
+        try:
+            only_the_caller = subnormals_left()
+        finally:
+            torch.set_flush_denormal(False)
+        assert 0 < only_the_caller < 1_000_000
+        # ... while the pass's own thread and its workers flush all of it.
+        assert run_flushed(subnormals_left) == 0
     finally:
-        torch.set_flush_denormal(False)
-    assert 0 < only_the_caller < 1_000_000
-    # ... while the pass's own thread and its workers flush all of it.
-    assert run_flushed(subnormals_left) == 0
+        torch.set_num_threads(threads)
 
 
 def test_the_functions_error_reaches_the_caller() -> None:

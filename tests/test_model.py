@@ -1,4 +1,5 @@
-"""The nnU-Net model: the paper's trainer and the whole chain on a tiny synthetic dataset."""
+"""The nnU-Net model: the paper's trainer and the whole chain on a tiny synthetic dataset (the
+difference-weighting network's training on it too; its network is tested in test_networks.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from scipy import ndimage
 
 from msnewlesions.commands.predict import predict_files
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import Volume
+from msnewlesions.io import Volume, read_volume
 from msnewlesions.model import nnunet
 from msnewlesions.model.trainers import plateau_scheduler
 from tests.conftest import run_cli, train_from_chain
@@ -446,3 +447,24 @@ def test_resuming_continues_from_the_furthest_trained_checkpoint(
     assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_latest.pth"
     torch.save(chain["second"], tmp_path / "checkpoint_final.pth")  # the extended run finished
     assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_final.pth"
+
+
+def test_the_trainer_trains_from_a_concatenation_model_and_predicts(
+    chain: dict, tmp_path: Path
+) -> None:
+    """nnU-Net builds our network through the trainer, starts it from the chain's two-channel
+    weights, trains an epoch, and its predictor finds the trainer again to predict. Here, not in
+    test_networks.py, so that a parallel `make test` builds the chain once (--dist loadfile)."""
+    fold = train_from_chain(chain, tmp_path / "results", network="difference-weighting")
+    assert fold.parent.name.startswith("nnUNetTrainerMSNewLesionsDifferenceWeighting__")
+    saved = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    weights, source = saved["network_weights"], chain["fourth"]["network_weights"]
+    assert any(key.startswith("weighting.") for key in weights)
+    first = "encoder.stages.0.0.convs.0.conv.weight"
+    torch.testing.assert_close(
+        weights[first], source[first].sum(1, keepdim=True), atol=1e-6, rtol=0
+    )
+    predict_files(fold.parent, chain["input"].parent, tmp_path / "predictions")
+    prediction = tmp_path / "predictions" / chain["prediction"].name
+    assert read_volume(prediction).shape == read_volume(chain["input"]).shape
+    assert set(np.unique(read_volume(prediction).array)) <= {0, 1}

@@ -1,20 +1,16 @@
-"""The difference-weighting network (Rokuss et al. 2024) and its nnU-Net trainer."""
+"""The difference-weighting network (Rokuss et al. 2024); its trainer is trained in
+test_model.py, on the chain."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-from msnewlesions.io import read_volume
 from msnewlesions.model.networks.difference_weighting import (
     DifferenceWeightingUNet,
     from_two_channel_weights,
 )
-from tests.conftest import train_from_chain
 
 SMALL = {
     "n_stages": 3,
@@ -71,25 +67,3 @@ def test_a_change_between_the_visits_changes_the_output_and_their_order_matters(
 def test_a_backbone_for_two_channels_is_refused() -> None:
     with pytest.raises(ValueError, match="one input channel"):
         DifferenceWeightingUNet(PlainConvUNet(input_channels=2, **SMALL))
-
-
-def test_the_trainer_trains_from_a_concatenation_model_and_predicts(
-    chain: dict, tmp_path: Path
-) -> None:
-    """nnU-Net builds our network through the trainer, starts it from the chain's two-channel
-    weights, trains an epoch, and its predictor finds the trainer again to predict."""
-    from msnewlesions.commands.predict import predict_files
-
-    fold = train_from_chain(chain, tmp_path / "results", network="difference-weighting")
-    assert fold.parent.name.startswith("nnUNetTrainerMSNewLesionsDifferenceWeighting__")
-    saved = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    weights, source = saved["network_weights"], chain["fourth"]["network_weights"]
-    assert any(key.startswith("weighting.") for key in weights)
-    first = "encoder.stages.0.0.convs.0.conv.weight"
-    torch.testing.assert_close(
-        weights[first], source[first].sum(1, keepdim=True), atol=1e-6, rtol=0
-    )
-    predict_files(fold.parent, chain["input"].parent, tmp_path / "predictions")
-    prediction = tmp_path / "predictions" / chain["prediction"].name
-    assert read_volume(prediction).shape == read_volume(chain["input"]).shape
-    assert set(np.unique(read_volume(prediction).array)) <= {0, 1}
