@@ -10,8 +10,11 @@
 # WORK/nnunet/preprocessed/Dataset520_MSNewLesions/nnUNetPlans_cpu_3d_fullres exists). Neither
 # pair of patients 01 and 03 is trained on (their scans are the hold-out anatomy): the real-pair
 # figures of these models are leave-out figures. A new run starts from the shipped weights
-# (the difference-weighting network from their adaptation, see model/networks); a run with a
-# checkpoint resumes from it. Safe to run again at any time.
+# (the difference-weighting network from their adaptation, see model/networks), or from
+# INITIAL_WEIGHTS (a checkpoint of the same network: the shipped fold_1, say); a run with a
+# checkpoint resumes from it. ANATOMY_CACHE: another run's prepared anatomy, copied into WORK
+# (HD-BET and the template registration of each scan, the same for every run). Safe to run again
+# at any time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-../runs/model-v2}"
@@ -23,17 +26,21 @@ PREPROCESSED_PAIRS="${PREPROCESSED_PAIRS:-6}"  # pairs per training scan made na
 ANNEAL="${ANNEAL:-3}"
 LEARNING_RATE="${LEARNING_RATE:-0.002}"
 THREADS="${THREADS:-1}"  # torch threads of this run (two runs share the 2 cores)
+INITIAL_WEIGHTS="${INITIAL_WEIGHTS:-src/msnewlesions/model/weights/fold_0/checkpoint_final.pth}"
 case "$NETWORK" in
   concatenation) TRAINER=nnUNetTrainerMSNewLesions ;;
   difference-weighting) TRAINER=nnUNetTrainerMSNewLesionsDifferenceWeighting ;;
   *) echo "NETWORK must be concatenation or difference-weighting" >&2; exit 1 ;;
 esac
 mkdir -p "$WORK"
+if [ -n "${ANATOMY_CACHE:-}" ] && [ ! -d "$WORK/anatomy" ]; then
+  cp -r "$ANATOMY_CACHE" "$WORK/anatomy.partial" && mv "$WORK/anatomy.partial" "$WORK/anatomy"
+fi
 FOLD="$WORK/nnunet/results/Dataset520_MSNewLesions/${TRAINER}__nnUNetPlans_cpu__3d_fullres/fold_0"
 if [ -f "$FOLD/checkpoint_latest.pth" ] || [ -f "$FOLD/checkpoint_final.pth" ]; then
   OPTIONS="--resume"
 else
-  OPTIONS="--initial-weights $(realpath src/msnewlesions/model/weights/fold_0/checkpoint_final.pth) --learning-rate $LEARNING_RATE"
+  OPTIONS="--initial-weights $(realpath "$INITIAL_WEIGHTS") --learning-rate $LEARNING_RATE"
 fi
 LOG="$WORK/train-$NETWORK.log"
 setsid nohup env OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" bash -c "
