@@ -15,7 +15,8 @@ keeps the previous log's rows 0 to K-1 and numbers the new run's epochs from K o
 ``--as-fold N`` (N >= 1) adds the checkpoint to the shipped model as one more fold of an ensemble
 (nnU-Net averages every fold's probabilities) instead of replacing it: the shipped plans, fold 0,
 post-processing and log stay, the candidate's plans must build the same network on the same
-inputs, and its log is written as ``TRAINING_LOG_fold_N.md``.
+inputs, and its log is written as ``TRAINING_LOG_fold_N.md`` (a fold fine-tuned from the
+shipped fold N replaces it: ``--first-epoch K`` keeps that log's rows 0 to K-1, as for fold 0).
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def plan_differences(shipped: dict, candidate: dict) -> list[str]:
     return [key for key in SHARED_PLAN_KEYS if ours.get(key) != theirs.get(key)]
 
 
-def add_fold(model: Path, source: Path, fold: int) -> int:
-    """Ship ``source`` as ``fold_<fold>`` of the default model, beside the folds already there."""
+def add_fold(model: Path, source: Path, fold: int, first_epoch: int = 0) -> int:
+    """Ship ``source`` as ``fold_<fold>`` of the default model, beside the folds already there
+    (replacing that fold if it is there; ``first_epoch`` as for fold 0's log)."""
     if not (WEIGHTS / "fold_0" / "checkpoint_final.pth").exists():
         print(f"{WEIGHTS} has no fold 0 to add a fold to; ship one first", file=sys.stderr)
         return 1
@@ -124,7 +126,7 @@ def add_fold(model: Path, source: Path, fold: int) -> int:
     log_file = WEIGHTS / f"TRAINING_LOG_fold_{fold}.md"
     previous = log_file.read_text() if log_file.exists() else ""  # its hand-written notes stay
     title = f"Training log of fold {fold} of the shipped model"
-    log_file.write_text(training_log(source, previous, title=title))
+    log_file.write_text(training_log(source, previous, first_epoch, title=title))
     sizes = [p.stat().st_size for p in WEIGHTS.glob("fold_*/checkpoint_final.pth")]
     print(
         f"shipped {source} -> {WEIGHTS}/fold_{fold} ({len(sizes)} folds, "
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--as-fold must be 0 or more", file=sys.stderr)
         return 1
     if args.as_fold:
-        return add_fold(args.model, source, args.as_fold)
+        return add_fold(args.model, source, args.as_fold, args.first_epoch)
     (WEIGHTS / "fold_0").mkdir(parents=True, exist_ok=True)
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copy2(args.model / name, WEIGHTS / name)

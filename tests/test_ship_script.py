@@ -95,6 +95,15 @@ def test_a_fold_joins_the_shipped_model_and_a_new_model_replaces_the_ensemble(
     assert "| 1 | -0.2000 |" in log
     assert "2 folds" in capsys.readouterr().out
 
+    # Fold 1 fine-tuned further from its shipped weights replaces it and continues its log.
+    further = _model_folder(tmp_path / "further", [64, 64, 64])
+    arguments = [str(further), "--checkpoint", "checkpoint_final.pth", "--as-fold", "1"]
+    assert ship.main([*arguments, "--first-epoch", "2"]) == 0
+    log = (weights / "TRAINING_LOG_fold_1.md").read_text()
+    rows = [line.split("|")[1].strip() for line in log.splitlines() if line.startswith("| ")]
+    assert rows[2:] == ["0", "1", "2", "3"]  # after the header and its rule
+    assert "2 folds" in capsys.readouterr().out
+
     # A network the shipped plans would not build is refused, and nothing is written.
     other = _model_folder(tmp_path / "other", [96, 96, 96])
     assert ship.main([str(other), "--checkpoint", "checkpoint_final.pth", "--as-fold", "2"]) == 1
