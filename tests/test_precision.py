@@ -43,8 +43,8 @@ def test_bfloat16_passes_return_float32_close_to_float32_ones() -> None:
     x = torch.randn(1, 2, 16, 16, 16)
     with torch.inference_mode():
         full = network(x)
-        with network_precision(network, "float32"):
-            assert torch.equal(network(x), full)
+        with network_precision(network, "float32"):  # oneDNN's kernels: the sums' order only
+            torch.testing.assert_close(network(x), full, rtol=1e-5, atol=1e-6)
         with network_precision(network, "bfloat16"):
             half = network(x)
         after = network(x)
@@ -56,6 +56,14 @@ def test_bfloat16_passes_return_float32_close_to_float32_ones() -> None:
     assert not network._forward_hooks
 
 
+def _slow_without_bfloat16(test: Any) -> Any:
+    """Marked slow where the CPU has no bfloat16 instructions: PyTorch emulates them there, and
+    one 64^3 window of the shipped network took 218 s so on a 2-core AMD EPYC without AVX-512
+    (``auto`` never takes bfloat16 there)."""
+    return pytest.mark.slow(test) if not precision.cpu_has_bfloat16() else test
+
+
+@_slow_without_bfloat16
 def test_the_predictor_gives_nearly_the_same_probabilities_in_either_precision() -> None:
     from msnewlesions.model import nnunet
     from msnewlesions.model.default import DEFAULT_MODEL

@@ -8,7 +8,8 @@ float16). Measured on this project's 2-core AMD EPYC (PyTorch 2.14.1): a 64^3 wi
 shipped network 0.29 s in float32, 0.11 s in bfloat16; HD-BET on patient01's baseline 23.6 s
 and 12.6 s, for masks that differ in 141 of 624,331 voxels (Dice 0.9999). Each network's
 outputs are returned in float32 (softmax, sums and thresholds in full precision); only the
-passes themselves run in bfloat16.
+passes themselves run in bfloat16. Float32 passes run every 3-D convolution through oneDNN
+(:mod:`msnewlesions.convolutions`), which PyTorch leaves out for small feature maps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
+from msnewlesions.convolutions import onednn_convolutions
 from msnewlesions.errors import MSNewLesionsError
 
 if TYPE_CHECKING:
@@ -63,12 +65,14 @@ def _as_float32(output: object) -> object:
 @contextlib.contextmanager
 def network_precision(network: torch.nn.Module, precision: str) -> Iterator[None]:
     """Within the block, ``network``'s passes run in ``precision`` (``"float32"`` or
-    ``"bfloat16"``, resolved) and return float32. Enter it in the thread that runs the passes
-    (autocast belongs to one thread); the network is left as it was at exit."""
+    ``"bfloat16"``, resolved) and return float32; float32 ones with oneDNN's convolutions on the
+    CPU. Enter it in the thread that runs the passes (autocast belongs to one thread); the
+    network is left as it was at exit."""
     import torch
 
     if precision == "float32":
-        yield
+        with onednn_convolutions(network):
+            yield
         return
     if precision != "bfloat16":
         raise ValueError(f"resolve the precision first: {precision!r}")
