@@ -4,11 +4,11 @@ CPUs with bfloat16 instructions (x86 AVX-512 BF16 or AMX) run a convolution netw
 under :func:`torch.autocast` in bfloat16 in about half the time of float32; elsewhere bfloat16 is
 emulated and slower than float32. ``"auto"`` therefore takes bfloat16 only where the CPU has the
 instructions, and float32 otherwise and on CUDA (where nnU-Net already runs its passes in
-float16). Measured on this project's 2-core AMD EPYC (PyTorch 2.14.1): a 64^3 window of the
-shipped network 0.29 s in float32, 0.11 s in bfloat16; HD-BET on patient01's baseline 23.6 s
-and 12.6 s, for masks that differ in 141 of 624,331 voxels (Dice 0.9999). Each network's
-outputs are returned in float32 (softmax, sums and thresholds in full precision); only the
-passes themselves run in bfloat16. Float32 passes run every 3-D convolution through oneDNN
+float16). Measured on a 2-core AMD EPYC with AVX-512 BF16 (PyTorch 2.14.1), before float32
+passes took oneDNN's convolutions: a 64^3 window of the shipped network 0.29 s in float32, 0.11 s
+in bfloat16; HD-BET on patient01's baseline 23.6 s and 12.6 s, for masks that differ in 141 of
+624,331 voxels (Dice 0.9999). Each network's outputs are returned in float32 (softmax, sums and
+thresholds in full precision); only the passes themselves run in bfloat16. Float32 passes run every 3-D convolution through oneDNN
 (:mod:`msnewlesions.convolutions`), which PyTorch leaves out for small feature maps.
 """
 
