@@ -8,8 +8,9 @@ float16). Measured on a 2-core AMD EPYC with AVX-512 BF16 (PyTorch 2.14.1), befo
 passes took oneDNN's convolutions: a 64^3 window of the shipped network 0.29 s in float32, 0.11 s
 in bfloat16; HD-BET on patient01's baseline 23.6 s and 12.6 s, for masks that differ in 141 of
 624,331 voxels (Dice 0.9999). Each network's outputs are returned in float32 (softmax, sums and
-thresholds in full precision); only the passes themselves run in bfloat16. Float32 passes run every 3-D convolution through oneDNN
-(:mod:`msnewlesions.convolutions`), which PyTorch leaves out for small feature maps.
+thresholds in full precision); only the passes themselves run in bfloat16. Float32 passes run
+every 3-D convolution through oneDNN (:mod:`msnewlesions.convolutions`), which PyTorch leaves out
+for small feature maps.
 """
 
 from __future__ import annotations
