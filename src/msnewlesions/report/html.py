@@ -210,7 +210,9 @@ def render_report(
     names = " / ".join(html.escape(str(v.get("path", ""))) for v in summary.inputs.values())
     sentence = html.escape(findings_sentence(lesions))
     verdict = f'<div class="verdict{" none" if count == 0 else ""}">{sentence}</div>'
-    viewer = viewer_section(baseline, followup, labels, lesions) if interactive else ""
+    viewer = (
+        viewer_section(baseline, followup, labels, lesions, summary.inputs) if interactive else ""
+    )
     warnings = "".join(
         f'<div class="warning">&#9888; {html.escape(str(w))}</div>' for w in summary.warnings
     )

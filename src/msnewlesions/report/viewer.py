@@ -17,8 +17,8 @@ lesions are loaded and drawn (the GPU's queued work done), ``data-viewer="error:
 they cannot be (no WebGL2, a failed load), ``data-ready-ms`` (milliseconds from the page's start
 to ready) with the steps' times in ``data-timing``, and after each move
 ``data-cursor-baseline`` / ``data-cursor-followup`` (the cursor in MNI mm, JSON) and
-``data-selected-lesion``. ``#lesion=N`` in the address selects lesion N once ready, as a
-click on its row does.
+``data-selected-lesion``; ``window.msnlViews`` holds the two NiiVue views. ``#lesion=N`` in the
+address selects lesion N once ready, as a click on its row does.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ import numpy as np
 from msnewlesions.io import Volume
 from msnewlesions.postprocessing import Lesion
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop
+from msnewlesions.report import review
 
-#: The z-score range the 8-bit images keep (the report's grey window is -2.5 to 4).
+#: The z-score range the 8-bit images keep (the report's grey window is -2.5 to 4), and the z
+#: of one of their 254 steps.
 IMAGE_RANGE = (-3.0, 5.0)
+IMAGE_STEP_Z = (IMAGE_RANGE[1] - IMAGE_RANGE[0]) / 254
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,7 +77,7 @@ def _nifti_base64(
 def encode_image(volume: Volume) -> str:
     """An image as base64 gzipped NIfTI, 8-bit over :data:`IMAGE_RANGE` (zero stays zero)."""
     low, high = IMAGE_RANGE
-    step = (high - low) / 254
+    step = IMAGE_STEP_Z
     values = np.clip(volume.array, low, high)
     quantised = np.round((values - low) / step).astype(np.uint8) + 1
     quantised[volume.array == 0] = 0  # outside the brain
@@ -229,6 +232,8 @@ _SCRIPT = r"""
     low.addEventListener('change', window_);
     high.addEventListener('change', window_);
     record();
+    window.msnlViews = views;  // for automated checks
+    if (window.msnlReview && data.review) await window.msnlReview({views, goTo, data});
     mark('ready');
     body.dataset.timing = JSON.stringify(marks);
     body.dataset.readyMs = String(marks.ready);
@@ -253,32 +258,39 @@ def lesion_rows(lesions: Sequence[Lesion]) -> str:
             f'<tr class="lesion-row" data-lesion="{lesion.lesion_id}" data-mm="{html.escape(mm)}">'
             f"<td>{lesion.lesion_id}</td><td>{lesion.volume_mm3:.0f}</td>"
             f"<td>{html.escape(lesion.location or 'n/a')}</td>"
-            f"<td>{lesion.max_probability:.2f}</td></tr>"
+            f"<td>{lesion.max_probability:.2f}</td>{review.decision_cell(lesion.lesion_id)}</tr>"
         )
     return "".join(rows)
 
 
 def viewer_section(
-    baseline: Volume, followup: Volume, labels: Volume, lesions: Sequence[Lesion]
+    baseline: Volume,
+    followup: Volume,
+    labels: Volume,
+    lesions: Sequence[Lesion],
+    inputs: dict[str, Any] | None = None,
 ) -> str:
-    """The viewer's HTML, its data and its scripts (NiiVue's included). The volumes are cut to
-    the box of what either visit or the lesions hold (plus one voxel): the viewer's set-up cost
-    grows with the voxel count."""
+    """The viewer's HTML, its data and its scripts (NiiVue's included), with the reader's review
+    (:mod:`msnewlesions.report.review`; ``inputs``: the input scans' paths and checksums, which
+    the saved review carries). The volumes are cut to the box of what either visit or the
+    lesions hold (plus one voxel): the viewer's set-up cost grows with the voxel count."""
     baseline, followup, labels = _cut_to_content(baseline, followup, labels)
     data = {
         "baseline": encode_image(baseline),
         "followup": encode_image(followup),
         "lesions": encode_mask(labels),
+        "lesion_ids": _nifti_base64(labels.array.astype(np.uint16), labels.affine),
+        "review": review.review_data(labels, lesions, inputs or {}, IMAGE_STEP_Z),
     }
     record = niivue_record()
     table = (
         "<table><tr><th>lesion</th><th>volume (mm&sup3;)</th><th>location</th>"
-        f"<th>max. probability</th></tr>{lesion_rows(lesions)}</table>"
+        f"<th>max. probability</th><th>decision</th></tr>{lesion_rows(lesions)}</table>"
         if lesions
         else "<p>No new lesion: scroll both visits to review them.</p>"
     )
     return (
-        f"<style>{_STYLE}</style>"
+        f"<style>{_STYLE}{review.STYLE}</style>"
         '<p id="viewer-fallback" hidden></p>'
         '<div id="viewer"><div class="controls">'
         '<label>view <select id="viewer-slicing"><option value="0">axial</option>'
@@ -294,7 +306,7 @@ def viewer_section(
         '<canvas id="viewer-baseline" tabindex="0"></canvas></div></div>'
         '<div class="pane"><b>Follow-up</b>'
         '<div class="frame"><canvas id="viewer-followup" tabindex="0"></canvas></div></div></div>'
-        f"{table}"
+        f"{table}{review.controls()}"
         '<p class="muted">Click a lesion to centre both visits on it. Move through the slices '
         "with the wheel, or click a view and use the arrow keys (one slice) and Page Up / Page "
         "Down (five); right-drag sets a view's window; the cursors are linked. Both visits as "
@@ -303,5 +315,6 @@ def viewer_section(
         f"({html.escape(str(record['license']))}).</p></div>"
         '<script id="viewer-data" type="application/json">'
         f"{json.dumps(data)}</script>"
-        f"<script>{niivue_script()}</script><script>{_SCRIPT}</script>"
+        f"<script>{niivue_script()}</script><script>{review.SCRIPT}</script>"
+        f"<script>{_SCRIPT}</script>"
     )
