@@ -12,11 +12,18 @@ import warnings
 
 import typer
 
-from msnewlesions.cli import cohort_commands, model_commands, pair_commands
+from msnewlesions.cli import cohort_commands, learning_commands, model_commands, pair_commands
 from msnewlesions.cli.app import app
 from msnewlesions.errors import MSNewLesionsError, describe_os_error
 
-__all__ = ["app", "cohort_commands", "main", "model_commands", "pair_commands"]
+__all__ = [
+    "app",
+    "cohort_commands",
+    "learning_commands",
+    "main",
+    "model_commands",
+    "pair_commands",
+]
 
 
 #: After SIGTERM, the seconds a run has to remove what it was writing before it is ended without

@@ -27,6 +27,7 @@ Weighting network (model v2's candidate against plain channel concatenation).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -36,6 +37,10 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from msnewlesions.atomic import atomic_file
 from msnewlesions.model.nnunet.archives import load_checkpoint
 from msnewlesions.model.schedule import TRAINER_ATTRIBUTES, TrainingSchedule
+
+#: Each epoch's progress line, under the package's logger (this module is imported by nnU-Net
+#: under its own name).
+PROGRESS = logging.getLogger("msnewlesions.training")
 
 PLATEAU_FACTOR = 0.2  # divided by 5
 PLATEAU_PATIENCE = 30  # epochs
@@ -107,6 +112,18 @@ class nnUNetTrainerMSNewLesions(nnUNetTrainer):
     def on_epoch_end(self) -> None:
         self.lr_scheduler.step(float(self.logger.get_value("train_losses", step=-1)))
         super().on_epoch_end()
+        seconds = self.logger.get_value("epoch_end_timestamps", -1) - self.logger.get_value(
+            "epoch_start_timestamps", -1
+        )
+        left = max(self.num_epochs - self.current_epoch, 0) * seconds
+        PROGRESS.info(
+            "epoch %d of %d: loss %.4f, %.0f s; about %d min left in this training",
+            self.current_epoch,
+            self.num_epochs,
+            float(self.logger.get_value("train_losses", step=-1)),
+            seconds,
+            round(left / 60),
+        )
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus the plateau rule's state, written atomically: a run killed

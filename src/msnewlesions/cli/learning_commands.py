@@ -1,0 +1,118 @@
+"""Commands that learn from a site's own data: ``review apply`` (a reader's review -> reviewed
+outputs) and ``finetune`` (reviewed pairs -> a model)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from msnewlesions.cli.app import DeviceChoice, Quiet, Verbose, app, configure_logging
+
+
+@app.command()
+def finetune(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with columns id,baseline,followup,new_lesions: batch's manifest with the "
+            "reference mask of each pair's new lesions on its follow-up's grid (review apply's "
+            "new_lesions_reviewed.nii.gz, or an expert's mask)."
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="The model folder to write.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="The model to fine-tune (default: the shipped model)."),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.cpu,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of each training.")] = 4,
+    iterations: Annotated[int, typer.Option(min=1, help="Iterations per epoch.")] = 150,
+    learning_rate: Annotated[float, typer.Option(min=1e-6, help="Initial learning rate.")] = 0.002,
+    synthetic_pairs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Synthetic pairs drawn on each reviewed pair's baseline and trained with it.",
+        ),
+    ] = 8,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="The run's work folder, kept for resuming (default: OUT.work)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fine-tune a model on reviewed pairs and write a model folder that segment --model takes.
+
+    Each pair is trained on with synthetic pairs drawn on its own baseline. With several
+    patients, a model is first fine-tuned without each patient (fewer than 10 patients; with
+    more, without a fifth of them) and scored, beside the base model, on the pairs it did not
+    see; the operating point is chosen on those scores. The final model then trains on every
+    pair. Run the same command again after an interruption: it goes on from the last epoch.
+
+    Example: msnewlesions finetune reviewed.csv my-model (then: segment --model my-model ...)
+    """
+    configure_logging(verbose, quiet)
+    from msnewlesions.commands.finetune import finetune_model
+
+    result = finetune_model(
+        manifest,
+        out,
+        model=model,
+        device=device.value,
+        epochs=epochs,
+        iterations=iterations,
+        learning_rate=learning_rate,
+        synthetic_pairs=synthetic_pairs,
+        work=work,
+        overwrite=overwrite,
+    )
+    typer.echo(result.summary())
+
+
+review_app = typer.Typer(help="A reader's review of a segmentation.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+class UndecidedChoice(str, Enum):
+    drop = "drop"
+    keep = "keep"
+
+
+@review_app.command("apply")
+def review_apply(
+    out: Annotated[Path, typer.Argument(help="The segment output folder that was reviewed.")],
+    review: Annotated[Path, typer.Argument(help="The review.json saved from its report.html.")],
+    undecided: Annotated[
+        UndecidedChoice,
+        typer.Option(
+            help="Lesions the reader left undecided: drop them from the reviewed mask, or keep "
+            "them (default: drop; the reviewed mask holds what the reader accepted)."
+        ),
+    ] = UndecidedChoice.drop,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Apply a review saved from the report: write the reviewed mask and lesion table.
+
+    Writes new_lesions_reviewed.nii.gz (the follow-up's grid) and lesions_reviewed.csv into OUT
+    and records the review in summary.json, with the counts before and after. A review saved for
+    another pair is refused.
+
+    Example: msnewlesions review apply results/patient01 ~/Downloads/review.json
+    """
+    configure_logging(verbose, quiet)
+    from msnewlesions.commands.review import apply_review
+
+    record = apply_review(out, review, undecided.value)
+    typer.echo(
+        f"{out}: {record['lesions_before']} lesion(s) before the review, "
+        f"{record['lesions_after']} after ({record['confirmed']} confirmed, "
+        f"{record['rejected']} rejected, {record['undecided']} undecided ({undecided.value}), "
+        f"{record['added_voxels']} voxels added, {record['erased_voxels']} erased); "
+        "new_lesions_reviewed.nii.gz written"
+    )
