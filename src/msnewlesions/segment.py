@@ -86,6 +86,11 @@ class Segmentation:
         return float(sum(lesion.volume_mm3 for lesion in self.lesions))
 
 
+def brain_of(baseline: Volume, followup: Volume) -> Volume:
+    """The brain of a preprocessed pair: where either channel is non-zero."""
+    return baseline.with_array(((baseline.array != 0) | (followup.array != 0)).astype(np.uint8))
+
+
 def predict_lesions(
     baseline: Volume,
     followup: Volume,

@@ -1,5 +1,5 @@
-"""Commands that learn from a site's own data: ``review apply`` (a reader's review -> reviewed
-outputs) and ``finetune`` (reviewed pairs -> a model)."""
+"""Commands that learn from data: ``review apply`` (a reader's review -> reviewed outputs),
+``finetune`` (reviewed pairs -> a model) and ``crossval`` (the paper's experiment)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from msnewlesions.cli.app import DeviceChoice, Quiet, Verbose, app, configure_logging
+from msnewlesions.cli.app import (
+    ConfigChoice,
+    DeviceChoice,
+    Quiet,
+    Verbose,
+    app,
+    configure_logging,
+)
 
 
 @app.command()
@@ -116,3 +123,77 @@ def review_apply(
         f"{record['added_voxels']} voxels added, {record['erased_voxels']} erased); "
         "new_lesions_reviewed.nii.gz written"
     )
+
+
+class LayoutChoice(str, Enum):
+    auto = "auto"
+    msseg2 = "msseg2"
+    open_ms_data = "open_ms_data"
+    bids = "bids"
+    nnunet = "nnunet"
+
+
+@app.command()
+def crossval(
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            help="The data: an MSSEG-2, open_ms_data or BIDS folder (as dataset reads them), or "
+            "an nnU-Net raw dataset of preprocessed pairs (imagesTr, labelsTr, dataset.json)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The run's folder (created or resumed).")],
+    folds: Annotated[int, typer.Option(min=2, help="Patient-level folds.")] = 5,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of the patients held out as the test split.")
+    ] = 0.2,
+    layout: Annotated[
+        LayoutChoice, typer.Option(help="The data's layout (default: found from its files).")
+    ] = LayoutChoice.auto,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per fold (the paper's: 300).")] = 300,
+    iterations: Annotated[
+        int, typer.Option(min=1, help="Iterations per epoch (the paper's: 250).")
+    ] = 250,
+    validation_iterations: Annotated[
+        int, typer.Option(min=1, help="Validation batches per epoch (nnU-Net's: 50).")
+    ] = 50,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Epochs between checkpoints (the paper's: 25).")
+    ] = 25,
+    config: Annotated[
+        ConfigChoice, typer.Option(help="cpu plans (small U-Net) or the paper's (for a GPU).")
+    ] = ConfigChoice.cpu,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.cpu,
+    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset number.")] = 600,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """The paper's cross-validation: train each fold, then Tables 1 and 2.
+
+    Holds out a test split of patients, trains each patient-level fold of the rest with the
+    paper's trainer, scores each fold on its validation cases (Table 1) and the folds' ensemble
+    on the test split (Table 2: Dice, recall, lesion F1, false lesions; a case without new
+    lesions scores 1 when nothing is marked). Writes OUT/table1_validation.tsv and .md,
+    OUT/table2_test.tsv and .md, OUT/crossval.png and OUT/results.json. Run it again to resume.
+
+    Example: msnewlesions crossval msseg2_training --out runs/crossval --config paper --device cuda
+    """
+    configure_logging(verbose, quiet)
+    from msnewlesions.crossvalidation import CrossValidationOptions, crossvalidate
+    from msnewlesions.crossvalidation_tables import as_markdown, table2
+
+    options = CrossValidationOptions(
+        folds=folds,
+        test_fraction=test_fraction,
+        layout=layout.value,
+        config=config.value,
+        device=device.value,
+        epochs=epochs,
+        iterations_per_epoch=iterations,
+        validation_iterations=validation_iterations,
+        checkpoint_every=checkpoint_every,
+        dataset_id=dataset_id,
+    )
+    record = crossvalidate(dataset, out, options)
+    typer.echo((out / "table1_validation.md").read_text(encoding="utf-8"))
+    typer.echo(as_markdown(table2(record)))

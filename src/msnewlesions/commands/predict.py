@@ -19,10 +19,10 @@ import numpy as np
 
 from msnewlesions.atomic import atomic_output_folder
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import Volume, read_volume, write_volume
+from msnewlesions.io import read_volume, write_volume
 from msnewlesions.lesions import PostprocessingSettings
 from msnewlesions.model.nnunet import NewLesionPredictor
-from msnewlesions.segment import LesionPredictor, predict_lesions
+from msnewlesions.segment import LesionPredictor, brain_of, predict_lesions
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ def find_cases(folder: Path) -> list[str]:
             else f"{folder} holds no <case>_0000.nii.gz file."
         )
     return cases
-
-
-def brain_of(baseline: Volume, followup: Volume) -> Volume:
-    """The brain of a preprocessed pair: where either channel is non-zero."""
-    return baseline.with_array(((baseline.array != 0) | (followup.array != 0)).astype(np.uint8))
 
 
 def predict_folder(
