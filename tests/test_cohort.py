@@ -491,6 +491,36 @@ def test_the_real_segment_publishes_into_bids_names(
     assert len(table) == 3
     native = nib.load(outputs.files()["new_lesions.nii.gz"])
     assert np.allclose(native.affine, nib.load(example["followup"]).affine, atol=1e-4)
+    # A review of its report (lesion 1 confirmed, lesion 2 rejected) is its own derivative,
+    # desc-since01reviewed, and the group table gains the reviewed count.
+    from msnewlesions.cli import main
+    from msnewlesions.cohort.group import GroupRow
+
+    mni = nib.load(outputs.files()["new_lesions_mni.nii.gz"])
+    review = {
+        "format": "msnewlesions-review",
+        "version": 1,
+        "inputs": summary["inputs"],
+        "grid": {"shape": list(mni.shape), "affine": mni.affine.tolist()},
+        "lesions": [{"id": 1, "decision": "confirmed"}, {"id": 2, "decision": "rejected"}],
+        "added": [],
+        "erased": [],
+        "note": "",
+    }
+    (tmp_path / "review.json").write_text(json.dumps(review))
+    assert main(["review", "apply", str(outputs.report()), str(tmp_path / "review.json")]) == 0
+    reviewed = outputs.reviewed_files()
+    assert reviewed["new_lesions_reviewed.nii.gz"].name == (
+        "sub-01_ses-02_space-orig_label-newlesion_desc-since01reviewed_mask.nii.gz"
+    )
+    rows = [line.split("\t") for line in table[1:]]
+    mask = np.asarray(nib.load(reviewed["new_lesions_reviewed.nii.gz"]).dataobj)
+    assert int(mask.sum()) == int(rows[0][table[0].split("\t").index("voxels_native")])
+    assert not (mask > np.asarray(native.dataobj)).any()  # only lesion 1's own voxels
+    sidecar = json.loads(reviewed["review.json"].read_text())
+    assert sidecar["applied"]["lesions_after"] == 1
+    row = GroupRow.of(outputs, tmp_path / "out" / "group")
+    assert (row.new_lesion_count, row.reviewed_lesion_count) == (2, 1)
 
 
 def test_the_example_cohorts_later_visit_keeps_the_earlier_lesions_and_adds_its_own() -> None:

@@ -30,6 +30,8 @@ class GroupRow:
     status: str  # done, failed or not run
     reason: str  # why it failed
     report: str  # the pair's report, relative to the group folder
+    reviewed_lesion_count: int | None = None  # after a reader's review (review apply), if any
+    reviewed_lesion_volume_mm3: float | None = None
 
     @classmethod
     def of(cls, outputs: PairOutputs, group_folder: Path) -> GroupRow:
@@ -39,6 +41,7 @@ class GroupRow:
         status = "done" if summary is not None else "failed" if failure else "not run"
         report = os.path.relpath(outputs.report(), group_folder) if summary is not None else ""
         count = volume = None
+        review = (summary or {}).get("review") or {}
         if summary is not None:
             count = int(summary["new_lesion_count"])
             volume = float(summary["new_lesion_volume_mm3"])
@@ -54,6 +57,8 @@ class GroupRow:
             status=status,
             reason=failure or "",
             report=report,
+            reviewed_lesion_count=review.get("lesions_after"),
+            reviewed_lesion_volume_mm3=review.get("total_volume_mm3_after"),
         )
 
     @property

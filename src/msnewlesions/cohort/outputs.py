@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from msnewlesions.atomic import atomic_file, write_json_atomically, write_text_atomically
-from msnewlesions.cohort.pairs import Pair, since
+from msnewlesions.cohort.pairs import Pair, Visit, since
 from msnewlesions.errors import MSNewLesionsError
 
 #: The template space of the MNI outputs (nilearn's template is ICBM 2009a, symmetric).
@@ -156,6 +157,33 @@ class BidsPairOutputs:
             ),
             "summary.json": self._name(orig, "mask.json"),
         }
+
+    def reviewed_files(self) -> dict[str, Path]:
+        """``review apply``'s file name -> this layout's name: the reviewed mask is a derivative
+        of its own, ``desc-since<B>reviewed`` (the baseline session stays named)."""
+        reviewed = f"space-orig_label-newlesion_{self.desc}reviewed"
+        return {
+            "new_lesions_reviewed.nii.gz": self._name(reviewed, "mask.nii.gz"),
+            "lesions_reviewed.csv": self._name(reviewed, "lesions.tsv"),
+            "review.json": self._name(reviewed, "mask.json"),
+        }
+
+    @classmethod
+    def of_report(cls, report: Path) -> BidsPairOutputs:
+        """The pair whose ``sub-S_ses-F_desc-sinceB_report.html`` this is."""
+        match = re.fullmatch(r"sub-([^_]+)_ses-([^_]+)_desc-since([^_]+)_report\.html", report.name)
+        if match is None or len(report.parents) < 4:
+            raise MSNewLesionsError(
+                f"{report.name} is not a pair's report of a BIDS derivatives dataset "
+                "(sub-S_ses-F_desc-sinceB_report.html)."
+            )
+        subject, followup, baseline = match.groups()
+        pair = Pair(
+            f"sub-{subject}_ses-{followup}_desc-since{baseline}",
+            Visit(subject, baseline, Path()),
+            Visit(subject, followup, Path()),
+        )
+        return cls(report.parents[3], pair)
 
     def is_complete(self) -> bool:
         return all(path.is_file() for path in self.files().values())
