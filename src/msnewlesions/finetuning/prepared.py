@@ -9,8 +9,8 @@ For a pair (``WORK/pairs/<id>/``, its ``done.json`` written last):
 * the brain's parenchyma there (for the minimum depth of the operating point);
 * its new lesions as shapes on the template's grid (:class:`LesionShape`, where they were in MNI
   space), for the synthetic pairs;
-* its baseline as anatomy (:func:`~msnewlesions.model.synthesis.anatomy_from_native_scan`), the
-  real brain the synthetic pairs of this patient are drawn on.
+* its baseline as anatomy (:func:`~msnewlesions.model.synthesis.anatomy_from_native_scan`, with
+  the pair's own brain mask), the real brain the synthetic pairs of this patient are drawn on.
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def prepare_pair(
     )
     parenchyma = parenchyma_mask([inputs.baseline, inputs.followup], preprocessed.brain_mask)
     if load_anatomy(folder, pair.pair_id) is None:
-        save_anatomy(anatomy_from_native_scan(pair.pair_id, pair.baseline, options.device), folder)
+        anatomy = anatomy_from_native_scan(
+            pair.pair_id, pair.baseline, options.device, preprocessed.brain_mask
+        )
+        save_anatomy(anatomy, folder)
     write_volume_atomically(inputs.baseline, prepared.image("baseline"), np.float32)
     write_volume_atomically(inputs.followup, prepared.image("followup"), np.float32)
     write_volume_atomically(_binary(label), prepared.label, np.uint8)

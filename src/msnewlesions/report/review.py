@@ -84,6 +84,10 @@ def controls() -> str:
         '<button id="review-reject" title="reject the selected lesion (r)">reject</button>'
         '<button id="review-confirm-rest">confirm all undecided</button>'
         '<span id="review-status" class="muted"></span></div>'
+        '<div class="row muted">Keys: n / p next and previous lesion, c confirm, r reject. '
+        '<span style="color:#d00">red</span>: undecided, <span style="color:#080">green</span>: '
+        'confirmed, <span style="color:#00c">blue</span>: added; rejected lesions are no longer '
+        "drawn (click their row to decide again).</div>"
         '<div class="row">on the follow-up: '
         '<button id="review-mode-look" class="on">look</button>'
         '<button id="review-mode-seed" title="click a missed lesion to add it">add lesion '

@@ -161,15 +161,24 @@ def anatomy_from_mni_scan(
     return finish_anatomy(name, image, brain, lesions)
 
 
-def anatomy_from_native_scan(name: str, flair: str | Path, device: str = "cpu") -> Anatomy:
-    """A raw FLAIR with skull: rigid to MNI, HD-BET, N4, as the pair pipeline does."""
+def anatomy_from_native_scan(
+    name: str, flair: str | Path, device: str = "cpu", brain_mask: Volume | None = None
+) -> Anatomy:
+    """A raw FLAIR with skull: rigid to MNI, HD-BET, N4, as the pair pipeline does.
+
+    ``brain_mask``: the scan's brain already found in MNI space (on any grid in it, e.g. a
+    preprocessed pair's), used instead of HD-BET: a brain-extracted scan keeps its own brain.
+    """
     volume = read_volume(flair)
     mni = template.mni_t1()
     moving = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
     to_mni = registration.register_rigid(mni.to_sitk(), moving, registration.HEAD_SETTINGS)
     head = registration.resample(volume, mni, to_mni.transform, "bspline")
     head = head.with_array(np.maximum(head.array, 0).astype(np.float32))
-    brain_mask = hdbet_brain_mask(head, "fast", device)
+    if brain_mask is not None:
+        brain_mask = _to_template_grid(brain_mask, "nearest")
+    else:
+        brain_mask = hdbet_brain_mask(head, "fast", device)
     corrected = n4_bias_correction(head, brain_mask)
     return finish_anatomy(name, corrected.array, brain_mask.array > 0, None)
 
