@@ -8,6 +8,7 @@ from typing import Any
 
 from msnewlesions.finetuning import FinetuneOptions, finetune
 from msnewlesions.finetuning.folds import TrainingSettings
+from msnewlesions.finetuning.run import TIE_MARGIN
 from msnewlesions.preprocessing.pipeline import PreprocessOptions
 
 
@@ -35,6 +36,11 @@ class FinetuneSummary:
                 f"  pooled lesion F1: base {held['base']['pooled_lesion_f1']:.3f}, "
                 f"fine-tuned {held['finetuned']['pooled_lesion_f1']:.3f}"
             )
+            if held.get("pooled_lesion_f1_gain", 0.0) < -TIE_MARGIN:
+                lines.append(
+                    "  warning: below the base model on the pairs it did not see; keep the base "
+                    "model, or review more pairs and fine-tune again"
+                )
         else:
             lines.append("no held-out figures (one patient): see the model's card")
         settings = self.record["postprocessing"]

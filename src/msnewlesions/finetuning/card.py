@@ -98,6 +98,13 @@ def write_card(path: Path, record: dict[str, Any]) -> Path:
             "With few pairs these figures are noisy: one lesion more or less found moves a "
             "pair's lesion F1 by 0.1 or more.",
         ]
+        if held.get("pooled_lesion_f1_gain", 0.0) < -0.02:
+            sections += [
+                "",
+                "**On the pairs it did not see, this model found new lesions less well than the "
+                "base model.** Keep the base model for now, or review more pairs and fine-tune "
+                "again.",
+            ]
     else:
         sections.append(
             "None: the pairs are of one patient, and no pair was left to score the model on."

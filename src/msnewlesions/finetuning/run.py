@@ -273,6 +273,16 @@ def finetune(
             "finetuned": choice.as_dict(),
             "finetuned_at_base_setting": score_cases(tuned, base_settings).as_dict(),
         }
+        gain = choice.pooled_lesion_f1 - record["held_out"]["base"]["pooled_lesion_f1"]
+        record["held_out"]["pooled_lesion_f1_gain"] = round(gain, 4)
+        if gain < -TIE_MARGIN:
+            logger.warning(
+                "on the pairs it did not see, the fine-tuned model found new lesions less well "
+                "than the base model (pooled lesion F1 %.3f against %.3f): keep the base model "
+                "for now, or review more pairs and fine-tune again",
+                choice.pooled_lesion_f1,
+                choice.pooled_lesion_f1 - gain,
+            )
     else:
         logger.warning(
             "one patient only: no pair is left to score the fine-tuned model on; the base "
