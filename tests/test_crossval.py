@@ -1,4 +1,4 @@
-"""crossval end to end on tiny data: five patients' 64^3 preprocessed pairs, two folds, one
+"""crossval end to end on tiny data: four patients' five 64^3 preprocessed pairs, two folds, one
 epoch of two iterations each (about a CPU minute): the tables are what ``evaluate`` says of the
 saved predictions, and a second run resumes without training again."""
 
@@ -44,6 +44,9 @@ def tiny_dataset(root: Path, cases: int = 5) -> Path:
             )
         write_volume(Volume(label, AFFINE), folder / "labelsTr" / f"{case}.nii.gz", np.uint8)
     nnunet.write_dataset_json(folder, cases)
+    # Cases 0 and 1 are one patient's two pairs: always on the same side of every split.
+    patients = {f"case{i}": f"patient{max(i, 1)}" for i in range(cases)}
+    (folder / "patients.json").write_text(json.dumps(patients))
     return folder
 
 
@@ -71,9 +74,12 @@ def test_every_fold_is_trained_once_and_a_second_run_resumes(crossval_run: dict)
 
 def test_the_test_split_is_patients_never_trained_on(crossval_run: dict) -> None:
     split = json.loads((crossval_run["run"] / "split.json").read_text())
-    assert len(split["test"]) == 1  # a fifth of five patients
+    patients = split["patients"]
+    assert len({patients[case] for case in split["test"]}) == 1  # a fifth of four patients
     for fold in split["folds"]:
         assert not set(split["test"]) & (set(fold["train"]) | set(fold["val"]))
+        for side in (fold["train"], fold["val"], split["test"]):
+            assert ("case0" in side) == ("case1" in side)
     validated = sorted(case for fold in split["folds"] for case in fold["val"])
     assert validated == sorted(set(split["patients"]) - set(split["test"]))
 

@@ -1,7 +1,9 @@
 """``crossval``: the paper's experiment end to end (Martinez-Heras et al., Tables 1 and 2).
 
 1. The dataset (any layout ``dataset`` reads, or an nnU-Net raw dataset of preprocessed pairs)
-   becomes an nnU-Net raw dataset in ``RUN/raw`` (preprocessed once, resumable).
+   becomes an nnU-Net raw dataset in ``RUN/raw`` (preprocessed once, resumable). The cases of an
+   nnU-Net raw dataset are grouped by patient as its ``patients.json`` says (``{case: patient}``;
+   without it, each case is its own patient).
 2. Its patients are split: a test split (``test_fraction`` of them, at least one), never trained
    on, and the rest in ``folds`` patient-level folds (:func:`~msnewlesions.model.datasets.
    folds_for`, written as nnU-Net's ``splits_final.json``).
@@ -42,6 +44,8 @@ from msnewlesions.segment import brain_of, predict_lesions
 logger = logging.getLogger(__name__)
 
 Layout = Literal["auto", "msseg2", "open_ms_data", "bids", "nnunet"]
+#: An nnU-Net raw dataset's case -> patient map (cases of one patient stay on one side).
+PATIENTS_FILE = "patients.json"
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,16 @@ def raw_dataset(
                     except OSError:
                         shutil.copy2(source, target / sub / source.name)
         nnunet.write_dataset_json(target, len(labels))
-        return target, {case: case for case in labels}
+        patients = {case: case for case in labels}
+        if (dataset / PATIENTS_FILE).exists():
+            named = json.loads((dataset / PATIENTS_FILE).read_text())
+            unknown = sorted(set(labels) - set(named))
+            if unknown:
+                raise MSNewLesionsError(
+                    f"{dataset / PATIENTS_FILE} names no patient for {', '.join(unknown[:5])}."
+                )
+            patients = {case: str(named[case]) for case in labels}
+        return target, patients
     assert layout != "auto"
     cases = datasets.read_cases(layout, dataset)
     datasets.build_dataset(
