@@ -31,3 +31,9 @@ def describe_os_error(error: OSError) -> str:
     if error.errno in advice:
         return advice[error.errno]
     return f"{error.strerror or error} ({where})."
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

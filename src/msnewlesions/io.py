@@ -22,6 +22,7 @@ import numpy as np
 
 from msnewlesions.atomic import atomic_file
 from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.nifti import orthonormalize, read_nifti
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -30,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: Flips between RAS+ (nibabel, NIfTI) and LPS+ (ITK, DICOM) world coordinates.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-#: Largest deviation from orthogonality of the affine's direction cosines that is silently
-#: removed; ITK cannot represent sheared grids.
-_MAX_SHEAR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -129,140 +126,6 @@ class Volume:
         return cls(np.ascontiguousarray(array), affine, header)
 
 
-def _orthonormalize(affine: np.ndarray, source: str) -> np.ndarray:
-    """Remove a tiny shear from an affine (ITK needs orthonormal directions); refuse a large one."""
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    direction = affine[:3, :3] / spacing
-    deviation = np.abs(direction.T @ direction - np.eye(3)).max()
-    if deviation <= 1e-6:
-        return affine
-    if deviation > _MAX_SHEAR:
-        raise MSNewLesionsError(
-            f"{source} has a sheared voxel grid (non-orthogonal axes, deviation {deviation:.3g}); "
-            "resample it onto an orthogonal grid first."
-        )
-    u, _, vt = np.linalg.svd(direction)
-    fixed = affine.copy()
-    fixed[:3, :3] = (u @ vt) @ np.diag(spacing)
-    logger.warning("%s: removed a shear of %.2g from the affine", source, deviation)
-    return fixed
-
-
-#: Voxel sizes (mm) a head MRI can have; outside, the header's pixdim is wrong.
-VOXEL_SIZE_RANGE_MM = (0.1, 15.0)
-#: Largest distance (mm) between where the sform and the qform put a corner of the image before
-#: the disagreement is reported (the sform is used, as nibabel, FSL and ANTs do).
-_FORMS_AGREE_MM = 0.5
-
-
-def _agreed_affine(image: nib.Nifti1Image | nib.Nifti2Image, source: str) -> np.ndarray:
-    """The image's affine, after a look at where its header's two geometries disagree."""
-    header = image.header
-    sform, sform_code = header.get_sform(coded=True)
-    qform, qform_code = header.get_qform(coded=True)
-    if sform_code == 0 and qform_code == 0:
-        logger.warning(
-            "%s: its header has no orientation (sform and qform codes are 0); read with its "
-            "voxel sizes only, as nibabel does: left and right may be swapped",
-            source,
-        )
-    elif sform_code and qform_code and sform is not None and qform is not None:
-        corners = np.array([[i, j, k, 1] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
-        corners[:, :3] *= np.array(image.shape[:3]) - 1
-        apart = float(np.abs((corners @ sform.T) - (corners @ qform.T)).max())
-        if apart > _FORMS_AGREE_MM:
-            logger.warning(
-                "%s: its sform and qform disagree (by up to %.1f mm); the sform is used, as "
-                "nibabel, FSL and ANTs do",
-                source,
-                apart,
-            )
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.isfinite(affine).all():
-        raise MSNewLesionsError(
-            f"{source} has a header whose geometry holds NaN or infinite values; "
-            "repair the header (its sform / qform) or convert the scan again."
-        )
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-9 * max(float(np.prod(spacing)), 1e-30):
-        raise MSNewLesionsError(
-            f"{source} has a singular geometry (two axes point the same way, or a voxel size of "
-            "0); repair the header (its sform / qform) or convert the scan again."
-        )
-    low, high = VOXEL_SIZE_RANGE_MM
-    if spacing.min() < low or spacing.max() > high:
-        sizes = " x ".join(f"{v:.3g}" for v in spacing)
-        raise MSNewLesionsError(
-            f"{source} has voxels of {sizes} mm, outside the {low}-{high:g} mm of a head MRI; "
-            "its header's voxel sizes (pixdim) are wrong: convert the scan again."
-        )
-    return _orthonormalize(affine, source)
-
-
-def _check_gzip_stream(path: Path) -> None:
-    """Read a .gz file through to its end, which checks its CRC: nibabel stops reading where the
-    image data end, so a corrupted stream would otherwise be read as a (wrong) image."""
-    import gzip
-    import zlib
-
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 24):
-                pass
-    except (OSError, EOFError, zlib.error) as error:
-        raise MSNewLesionsError(
-            f"{path} could not be read: its data are damaged or incomplete "
-            f"({_first_line(error)}); copy or download it again."
-        ) from error
-
-
-def _read_nifti(path: Path) -> Volume:
-    if path.stat().st_size == 0:
-        raise MSNewLesionsError(f"{path} is an empty file (0 bytes); copy or download it again.")
-    with path.open("rb") as handle:
-        if handle.read(2) == b"\x1f\x8b":
-            _check_gzip_stream(path)
-    try:
-        image = nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for unreadable files
-        raise MSNewLesionsError(
-            f"{path} is not a readable NIfTI image ({_first_line(error)}); "
-            "check that it is a .nii or .nii.gz file and copy or download it again."
-        ) from error
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise MSNewLesionsError(f"{path} is not a NIfTI image.")
-    shape = tuple(int(n) for n in image.shape)
-    while len(shape) > 3 and shape[-1] == 1:  # 4-D or 5-D with singleton trailing axes
-        shape = shape[:-1]
-    if len(shape) < 3:
-        raise MSNewLesionsError(
-            f"{path} is a {len(shape)}-D image of shape {image.shape}; a 3-D volume is expected."
-        )
-    if len(shape) != 3:
-        raise MSNewLesionsError(
-            f"{path} has shape {image.shape}; a 3-D image is expected (one volume, not a series)."
-        )
-    if min(shape) < 2:
-        raise MSNewLesionsError(
-            f"{path} holds a single slice (shape {image.shape}); a 3-D volume is expected: "
-            "convert the whole series."
-        )
-    affine = _agreed_affine(image, str(path))
-    try:
-        array = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
-    except Exception as error:
-        raise MSNewLesionsError(
-            f"{path} could not be read: its data are damaged or incomplete "
-            f"({_first_line(error)}); copy or download it again."
-        ) from error
-    return Volume(array, affine, image.header.copy())
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _read_dicom_series(folder: Path) -> Volume:
     import SimpleITK as sitk
 
@@ -284,7 +147,7 @@ def _read_dicom_series(folder: Path) -> Volume:
     if image.GetDimension() != 3 or image.GetSize()[2] < 2:
         raise MSNewLesionsError(f"the DICOM series in {folder} is not a 3-D volume.")
     volume = Volume.from_sitk(sitk.Cast(image, sitk.sitkFloat32))
-    return Volume(volume.array, _orthonormalize(volume.affine, str(folder)))
+    return Volume(volume.array, orthonormalize(volume.affine, str(folder)))
 
 
 def _check_slice_spacing(files: tuple[str, ...], folder: Path) -> None:
@@ -341,7 +204,8 @@ def read_volume(path: str | Path) -> Volume:
         raise MSNewLesionsError(f"{path} cannot be read: permission denied.")
     if path.is_dir():
         return _read_dicom_series(path)
-    return _read_nifti(path)
+    array, affine, header = read_nifti(path)
+    return Volume(array, affine, header)
 
 
 def check_scan(volume: Volume, name: str) -> None:
