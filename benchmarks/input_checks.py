@@ -1,11 +1,11 @@
 """The figures behind two of the input checks, measured on the real scans here and on the template.
 
 1. Is it a FLAIR? Each scan is registered to MNI152 with its skull (the pipeline's first step) and
-   its intensities compared inside the template's tissues (:func:`quality.tissue_contrast`): grey
+   its intensities compared inside the template's tissues (:func:`contrast.tissue_contrast`): grey
    matter over white matter, CSF over white matter. Printed for every real FLAIR of open_ms_data
    (every visit of the longitudinal patients, the cross-sectional MNI FLAIRs), the example pair,
    and T1- and T2-weighted stand-ins (the template's own T1; a T2-like contrast from its tissue
-   maps). What sets ``quality.MIN_GREY_TO_WHITE``, ``quality.MAX_CSF_TO_WHITE`` and their
+   maps). What sets ``contrast.MIN_GREY_TO_WHITE``, ``contrast.MAX_CSF_TO_WHITE`` and their
    warnings. With it, the share of the template's brain the scan's field of view covers
    (:func:`quality.field_of_view_coverage`): what sets ``quality.MIN_BRAIN_COVERAGE``.
 2. Are both visits of one person? Each real pair and each cross pair (one patient's baseline with
@@ -30,6 +30,7 @@ import numpy as np
 from msnewlesions import example, template
 from msnewlesions.io import Volume, read_volume
 from msnewlesions.preprocessing import pipeline, quality, registration
+from msnewlesions.preprocessing.contrast import tissue_contrast
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
 
@@ -80,10 +81,14 @@ def main() -> int:
     scans[f"{longitudinal[0].name} study1, top half"] = Volume(cut, affine)
     scans["T1: MNI152 template"] = template.mni_t1()
     scans["T2-like from the template"] = t2_like()
+    for patient in longitudinal:  # the database's own T1- and T2-weighted scans of each visit
+        for path in sorted(patient.glob("study*_T[12]W.nii.gz")):
+            study, weighting = path.name.removesuffix(".nii.gz").split("_")
+            scans[f"{weighting}: {patient.name} {study}"] = read_volume(path)
     print(f"{'scan':34s} {'grey/white':>10s} {'CSF/white':>10s} {'brain seen':>10s}  verdict")
     for name, volume in scans.items():
         head, seen = head_on_template(volume)
-        contrast = quality.tissue_contrast(head)
+        contrast = tissue_contrast(head)
         try:
             _, warnings = quality.check_scan_on_template(head, seen, name)
             verdict = f"warned: {'; '.join(warnings)}" if warnings else "accepted"

@@ -53,7 +53,7 @@ from msnewlesions.atomic import (
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, check_scan, read_volume, write_volume
 from msnewlesions.precision import Precision, resolve_precision
-from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing import contrast, registration
 from msnewlesions.preprocessing.bias import n4_bias_correction
 from msnewlesions.preprocessing.intensity import brain_bounding_box, crop, zscore
 from msnewlesions.preprocessing.quality import (
@@ -169,6 +169,15 @@ def preprocess_pair(
                 ("follow-up", followup_head_mni, followup, followup_to_mni_head),
             )
         }
+        tissue_correlation = contrast.tissue_correlation(baseline_head_mni, followup_head_mni)
+        contrast_warnings = contrast.check_visits_alike(
+            tissue_correlation,
+            {
+                role: contrast.TissueContrast(figures["grey_to_white"], figures["csf_to_white"])
+                for role, (figures, _) in on_template.items()
+            },
+            {"baseline": "the baseline", "follow-up": "the follow-up"},
+        )
         head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
         brain = pair_brain_mask(
             baseline_head_mni,
@@ -224,6 +233,10 @@ def preprocess_pair(
     )
     qc.scan_on_template = {name: figures for name, (figures, _) in on_template.items()}
     qc.warnings.extend(warning for _, warnings in on_template.values() for warning in warnings)
+    qc.warnings.extend(contrast_warnings)
+    qc.tissue_correlation_of_visits = (
+        round(tissue_correlation, 4) if np.isfinite(tissue_correlation) else None
+    )
     qc.seconds = steps.seconds
     qc.seconds_total = round(sum(steps.seconds.values()), 2)
     qc.brain_mask_source = brain.source

@@ -17,7 +17,7 @@ from msnewlesions import template
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.metrics import dice
-from msnewlesions.preprocessing import registration
+from msnewlesions.preprocessing import contrast, registration
 
 #: Below this Pearson correlation of the two registered timepoints inside the brain, the pair is
 #: refused: a follow-up that does not match its baseline (other patient, noise, failed alignment).
@@ -40,22 +40,6 @@ WARN_TEMPLATE_DICE = 0.75
 #: the follow-up moved a further 0.5 mm along x: 0.60 and 0.58 mm.
 #: Half a millimetre is where an old lesion's rim starts to look like enlargement.
 WARN_EDGE_RESIDUAL_MM = 0.5
-#: A FLAIR's tissue contrast (:func:`tissue_contrast`, on the head registered to MNI152 with its
-#: skull, before any other step): grey matter about as bright as white matter or brighter, CSF
-#: darker. Measured by benchmarks/input_checks.py: the 10 real FLAIRs of open_ms_data (7 visits
-#: of 5 longitudinal patients, two protocols; 3 brain-extracted cross-sectional 3-D FLAIRs, whose
-#: registration to the template is poor) grey/white 0.90-1.05 and CSF/white 0.40-0.98; the
-#: example pair 1.14-1.15 and 0.32-0.35; the MNI152 T1 template 0.75 grey/white; a T2-like
-#: contrast from the template's tissue maps 2.16 CSF/white. Refused below this grey/white (as
-#: T1-weighted) ...
-MIN_GREY_TO_WHITE = 0.80
-#: ... or above this CSF/white (as T2- or PD-weighted);
-MAX_CSF_TO_WHITE = 1.50
-#: warned between these and the real FLAIRs' range. The T1 margin is thin (the template's T1 is
-#: perfectly aligned with its own tissue maps; another person's T1 blurs its tissues and may
-#: read higher): a T1 may get only the warning.
-WARN_GREY_TO_WHITE = 0.87
-WARN_CSF_TO_WHITE = 1.10
 #: The share of the template's brain inside a scan's field of view once registered
 #: (:func:`field_of_view_coverage`). Refused below this, warned below the next; the measured
 #: figures are in benchmarks/input_checks.py's output (see the README's table of hostile inputs).
@@ -98,6 +82,8 @@ class QualityReport:
     #: Per scan (``baseline``, ``follow-up``), what :func:`check_scan_on_template` measured: its
     #: grey/white and CSF/white contrast and the share of the template's brain it shows.
     scan_on_template: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The two heads' correlation in the template's grey and white matter (:mod:`.contrast`).
+    tissue_correlation_of_visits: float | None = None
     #: Per scan, the fraction of its non-zero region inside the template's brain (see skullstrip).
     nonzero_inside_template_brain: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -198,35 +184,6 @@ def edge_alignment(
     return EdgeAlignment(round(centre, 4), shifts)
 
 
-@dataclass(frozen=True)
-class TissueContrast:
-    """Median intensities of a scan's grey matter and CSF over its white matter's."""
-
-    grey_to_white: float
-    csf_to_white: float
-
-
-def tissue_contrast(head_mni: Volume) -> TissueContrast:
-    """A scan's tissue contrast, read where the template is surely white matter (probability
-    above 0.9), grey matter (above 0.7) and CSF (above 0.9), on the scan resampled onto the
-    template's grid by a rigid registration. A rigid fit leaves each tissue's edges blurred
-    between people; medians of the cores are what survive that."""
-    array = head_mni.array
-    inside = array > 0
-    medians = []
-    for tissue, floor in (
-        (template.mni_white_matter(), 0.9),
-        (template.mni_grey_matter(), 0.7),
-        (template.mni_csf(), 0.9),
-    ):
-        values = array[(tissue.array > floor) & inside]
-        medians.append(float(np.median(values)) if values.size else 0.0)
-    white, grey, csf = medians
-    if white <= 0:
-        return TissueContrast(float("nan"), float("nan"))
-    return TissueContrast(round(grey / white, 4), round(csf / white, 4))
-
-
 def field_of_view_coverage(scan: Volume, scan_to_mni: sitk.Transform) -> float:
     """The share of the template's brain inside the scan's field of view once registered
     (``scan_to_mni`` maps a template point to the scan's point, as the pipeline's transforms do)."""
@@ -240,13 +197,13 @@ def check_scan_on_template(
     head_mni: Volume, coverage: float, name: str
 ) -> tuple[dict[str, float], list[str]]:
     """Whether a scan registered onto the template is a FLAIR that shows the brain: refuses one
-    that is plainly not (a T1- or T2-weighted contrast; a field of view that misses most of the
-    brain, ``coverage`` from :func:`field_of_view_coverage`), returns the figures and the
-    warnings for a doubtful one."""
-    contrast = tissue_contrast(head_mni)
+    that is plainly not (a T1-, T2- or PD-weighted contrast, :mod:`.contrast`; a field of view
+    that misses most of the brain, ``coverage`` from :func:`field_of_view_coverage`), returns
+    the figures and the warnings for a doubtful one."""
+    measured = contrast.tissue_contrast(head_mni)
     figures = {
-        "grey_to_white": contrast.grey_to_white,
-        "csf_to_white": contrast.csf_to_white,
+        "grey_to_white": measured.grey_to_white,
+        "csf_to_white": measured.csf_to_white,
         "template_brain_covered": coverage,
     }
     if coverage < MIN_BRAIN_COVERAGE:
@@ -255,34 +212,7 @@ def check_scan_on_template(
             f"(at least {MIN_BRAIN_COVERAGE:.0%} needed): most of the head is outside its field "
             "of view, or its header's orientation is wrong; give a scan of the whole brain."
         )
-    if not np.isfinite(contrast.grey_to_white):
-        raise MSNewLesionsError(
-            f"{name} shows no white matter where the MNI template has it; check that it is a "
-            "head MRI with a correct orientation in its header."
-        )
-    if contrast.grey_to_white < MIN_GREY_TO_WHITE:
-        raise MSNewLesionsError(
-            f"{name} does not look like a FLAIR: its white matter is brighter than its grey "
-            f"matter (grey/white {contrast.grey_to_white:.2f}, a FLAIR has at least "
-            f"{MIN_GREY_TO_WHITE}), as in a T1-weighted scan; give the FLAIR series."
-        )
-    if contrast.csf_to_white > MAX_CSF_TO_WHITE:
-        raise MSNewLesionsError(
-            f"{name} does not look like a FLAIR: its CSF is brighter than its white matter "
-            f"(CSF/white {contrast.csf_to_white:.2f}), as in a T2- or PD-weighted scan; give the "
-            "FLAIR series."
-        )
-    warnings = []
-    if contrast.grey_to_white < WARN_GREY_TO_WHITE:
-        warnings.append(
-            f"{name}'s grey matter is darker than a FLAIR's (grey/white "
-            f"{contrast.grey_to_white:.2f}): check that it is a FLAIR, not a T1-weighted scan"
-        )
-    if contrast.csf_to_white > WARN_CSF_TO_WHITE:
-        warnings.append(
-            f"{name}'s CSF is brighter than a FLAIR's (CSF/white {contrast.csf_to_white:.2f}): "
-            "check that it is a FLAIR, not a T2- or PD-weighted scan"
-        )
+    warnings = contrast.check_contrast(measured, name)
     if coverage < WARN_BRAIN_COVERAGE:
         warnings.append(
             f"{name} shows {coverage:.0%} of the brain: lesions outside its field of view "
