@@ -37,12 +37,13 @@ from msnewlesions.cohort.outputs import (
 )
 from msnewlesions.cohort.pairs import Pair
 from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.resources import SEGMENT_MEMORY_GB, available_memory_gb
 from msnewlesions.segment import LesionPredictor, SegmentOptions
 
 logger = logging.getLogger(__name__)
 
 #: What one ``segment`` needs at its peak (measured on real pairs; benchmarks/cohort.py).
-MEMORY_PER_JOB_GB = 3.5
+MEMORY_PER_JOB_GB = SEGMENT_MEMORY_GB
 
 #: How long to try reaching a Dask scheduler before giving up.
 DASK_CONNECT_TIMEOUT = "30s"
@@ -118,25 +119,31 @@ def default_jobs(cores: int | None = None, memory_gb: float | None = None) -> in
     return max(1, min(cores, int(memory_gb // MEMORY_PER_JOB_GB)))
 
 
+def fitting_jobs(jobs: int | None) -> int:
+    """``jobs`` (default: :func:`default_jobs`), lowered to as many pairs as the memory this run
+    may use holds at once, with a warning: too many at once would end with the OOM killer."""
+    if jobs is None:
+        return default_jobs()
+    fit = max(1, int(available_memory_gb() // MEMORY_PER_JOB_GB))
+    if jobs > fit:
+        logger.warning(
+            "--jobs %d: the memory here (%.1f GB free) holds %d pair(s) at once at %.1f GB "
+            "each; running %d",
+            jobs,
+            available_memory_gb(),
+            fit,
+            MEMORY_PER_JOB_GB,
+            fit,
+        )
+        return fit
+    return jobs
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity, else the machine's)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def available_memory_gb() -> float:
-    """Memory available to new work (Linux ``MemAvailable``, else the physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    except (ValueError, OSError, AttributeError):
-        return MEMORY_PER_JOB_GB
 
 
 # ----------------------------------------------------------------------------------- one pair
@@ -174,6 +181,24 @@ def segment_into(pair: Pair, folder: Path, settings: SegmentSettings) -> None:
         settings.test_time_augmentation,
         predictor=_predictor(settings),
     )
+
+
+def check_dask_worker_memory() -> None:
+    """On a Dask worker whose memory limit is below one pair's need, fail the pair in one line
+    (Dask would otherwise pause, spill and finally kill the worker in the middle of it)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a Dask worker
+        return
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if limit and limit / 1024**3 < MEMORY_PER_JOB_GB:
+        raise MSNewLesionsError(
+            f"this Dask worker may use {limit / 1024**3:.1f} GB and one pair needs about "
+            f"{MEMORY_PER_JOB_GB:.1f} GB; start the workers with a memory limit of "
+            f"{int(MEMORY_PER_JOB_GB + 1)} GB or more (--memory-limit)."
+        )
 
 
 def one_line(error: BaseException) -> str:
@@ -238,6 +263,7 @@ def _segment_and_publish(outputs: PairOutputs, settings: SegmentSettings) -> Pai
     start = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f"{pair.key}.", dir=work_folder(outputs.root)))
     try:
+        check_dask_worker_memory()
         (settings.segmenter or segment_into)(pair, staging / "result", settings)
         outputs.publish(staging / "result")
         clear_failure(outputs.root, pair.key)
@@ -325,7 +351,7 @@ def run_pairs(
         if scheduler is not None:
             results = _run_on_dask(todo, settings, scheduler, progress)
         else:
-            results = _run_locally(todo, settings, jobs or default_jobs(), progress)
+            results = _run_locally(todo, settings, fitting_jobs(jobs), progress)
         outcomes.update((outcome.key, outcome) for outcome in results)
     return [outcomes[outputs.pair.key] for outputs in pairs]
 

@@ -27,6 +27,7 @@ from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
 from msnewlesions.precision import Precision
 from msnewlesions.preprocessing.pipeline import software_versions, write_transforms
 from msnewlesions.report.html import render_report
+from msnewlesions.resources import check_memory, segment_memory_gb
 from msnewlesions.segment import (
     LesionPredictor,
     Segmentation,
@@ -117,6 +118,9 @@ def segment_files(
     with output_lock(out):  # a second run given this output fails at once
         # The scans first: a bad input is refused in a second, before the network is loaded.
         baseline, followup = read_volume(baseline_path), read_volume(followup_path)
+        check_memory(
+            segment_memory_gb(baseline.array.size, followup.array.size), "segmenting this pair"
+        )
         if predictor is None:
             predictor, model_path = load_predictor(
                 model, device, test_time_augmentation, options.preprocess.precision
