@@ -40,6 +40,8 @@ class Volume:
     array: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header | None = field(default=None, compare=False, repr=False)
+    #: The file or folder it was read from ("" when made in memory): what messages name.
+    source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
@@ -79,7 +81,7 @@ class Volume:
 
     def with_array(self, array: np.ndarray) -> Volume:
         """A volume on the same grid holding ``array``."""
-        return Volume(array, self.affine, self.header)
+        return Volume(array, self.affine, self.header, self.source)
 
     def index_to_world(self, indices: np.ndarray) -> np.ndarray:
         """RAS+ mm of voxel indices (N x 3, fractional allowed)."""
@@ -147,7 +149,7 @@ def _read_dicom_series(folder: Path) -> Volume:
     if image.GetDimension() != 3 or image.GetSize()[2] < 2:
         raise MSNewLesionsError(f"the DICOM series in {folder} is not a 3-D volume.")
     volume = Volume.from_sitk(sitk.Cast(image, sitk.sitkFloat32))
-    return Volume(volume.array, orthonormalize(volume.affine, str(folder)))
+    return Volume(volume.array, orthonormalize(volume.affine, str(folder)), source=str(folder))
 
 
 def _check_slice_spacing(files: tuple[str, ...], folder: Path) -> None:
@@ -205,7 +207,7 @@ def read_volume(path: str | Path) -> Volume:
     if path.is_dir():
         return _read_dicom_series(path)
     array, affine, header = read_nifti(path)
-    return Volume(array, affine, header)
+    return Volume(array, affine, header, str(path))
 
 
 def check_scan(volume: Volume, name: str) -> None:

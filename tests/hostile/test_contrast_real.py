@@ -48,19 +48,20 @@ def test_a_t1_weighted_follow_up_is_refused_by_segment(
     code, _, err = run_cli(argv, capsys)
     assert code == 1 and not (tmp_path / "out").exists()
     line = err.strip().splitlines()[-1]
-    assert "the follow-up does not look like a FLAIR but T1-weighted" in line, line
+    assert f"the follow-up ({t1}) does not look like a FLAIR but T1-weighted" in line, line
 
 
 def test_a_t2_weighted_baseline_is_refused_by_preprocess(
     open_ms_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw = open_ms_data / "longitudinal" / "raw"
-    argv = ["preprocess", "--baseline", str(raw / "patient03" / "study1_T2W.nii.gz"),
+    t2 = raw / "patient03" / "study1_T2W.nii.gz"
+    argv = ["preprocess", "--baseline", str(t2),
             "--followup", str(raw / "patient03" / "study2_FLAIR.nii.gz"),
             "--out", str(tmp_path / "out")]  # fmt: skip
     code, _, err = run_cli(argv, capsys)
     assert code == 1 and not (tmp_path / "out").exists()
-    assert "the baseline does not look like a FLAIR but T2- or PD-weighted" in err
+    assert f"the baseline ({t2}) does not look like a FLAIR but T2- or PD-weighted" in err
 
 
 @pytest.mark.slow
@@ -75,7 +76,8 @@ def test_every_real_non_flair_is_refused_as_either_visit(
     pair = (other, flair) if role == "baseline" else (flair, other)
     with pytest.raises(MSNewLesionsError) as raised:
         preprocess_pair(*pair)
-    assert str(raised.value).startswith(f"the {role} does not look like a FLAIR but {kind}")
+    named = f"the {role} ({raw / patient / scan}.nii.gz)"
+    assert str(raised.value).startswith(f"{named} does not look like a FLAIR but {kind}")
 
 
 @pytest.mark.slow
@@ -127,4 +129,4 @@ def test_a_cohort_reports_the_pair_with_a_t1_weighted_follow_up_as_failed(
     failures = list((out / "logs").glob("*_failure.json"))
     assert len(failures) == 1
     reason = json.loads(failures[0].read_text())["reason"]
-    assert "the follow-up does not look like a FLAIR but T1-weighted" in reason
+    assert f"the follow-up ({t1}) does not look like a FLAIR but T1-weighted" in reason

@@ -88,7 +88,8 @@ def test_a_scan_showing_less_than_half_the_brain_is_refused_naming_it(
     assert code == 1 and "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]  # after the progress
-    assert "the follow-up shows only" in err and "give a scan of the whole brain" in err
+    named = f"the follow-up ({tmp_path / 'followup.nii.gz'}) shows only"
+    assert named in err and "give a scan of the whole brain" in err
     assert not out.exists()
     assert nib.load(tmp_path / "followup.nii.gz").shape == cut.shape  # the input untouched
 

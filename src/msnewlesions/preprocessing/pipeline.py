@@ -116,6 +116,11 @@ class _Steps:
         logger.info("[%d/%d] %s done (%.1f s)", self.done, self.total, name, elapsed)
 
 
+def _named(role: str, scan: Volume) -> str:
+    """``the follow-up (path)``: a visit as messages name it."""
+    return f"{role} ({scan.source})" if scan.source else role
+
+
 def bias_corrected_for_registration(scan: Volume, brain_on_scan: Volume) -> sitk.Image:
     """A native scan with its own bias field removed (N4 inside its brain), for registration only.
 
@@ -162,8 +167,12 @@ def preprocess_pair(
         followup_to_mni_head = registration.compose(followup_to_baseline_head, baseline_to_mni)
         baseline_head_mni = registration.resample(baseline, mni, baseline_to_mni)
         followup_head_mni = registration.resample(followup, mni, followup_to_mni_head)
+        names = {
+            "baseline": _named("the baseline", baseline),
+            "follow-up": _named("the follow-up", followup),
+        }
         on_template = {
-            name: check_scan_on_template(head, field_of_view_coverage(scan, to_mni), f"the {name}")
+            name: check_scan_on_template(head, field_of_view_coverage(scan, to_mni), names[name])
             for name, head, scan, to_mni in (
                 ("baseline", baseline_head_mni, baseline, baseline_to_mni),
                 ("follow-up", followup_head_mni, followup, followup_to_mni_head),
@@ -176,7 +185,7 @@ def preprocess_pair(
                 role: contrast.TissueContrast(figures["grey_to_white"], figures["csf_to_white"])
                 for role, (figures, _) in on_template.items()
             },
-            {"baseline": "the baseline", "follow-up": "the follow-up"},
+            names,
         )
         head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
         brain = pair_brain_mask(
