@@ -521,6 +521,13 @@ def test_the_real_segment_publishes_into_bids_names(
     assert sidecar["applied"]["lesions_after"] == 1
     row = GroupRow.of(outputs, tmp_path / "out" / "group")
     assert (row.new_lesion_count, row.reviewed_lesion_count) == (2, 1)
+    # The reviewed derivatives are what finetune takes, as a manifest would give them.
+    from msnewlesions.finetuning import read_reviewed_pairs
+
+    (found,) = read_reviewed_pairs(tmp_path / "out")
+    assert (found.pair_id, found.patient) == ("sub-01_ses-02_desc-since01", "01")
+    assert found.followup == root / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz"
+    assert found.new_lesions == reviewed["new_lesions_reviewed.nii.gz"]
 
 
 def test_the_example_cohorts_later_visit_keeps_the_earlier_lesions_and_adds_its_own() -> None:

@@ -1,8 +1,15 @@
 """The pairs a model is fine-tuned on: two scans and the reference mask of their new lesions.
 
-A manifest is ``batch``'s CSV (``id,baseline,followup``, :mod:`msnewlesions.cohort.manifest`) with
-one more column, ``new_lesions``: the new lesions on the follow-up's own grid (``review apply``'s
-``new_lesions_reviewed.nii.gz``, or an expert's mask), relative to the CSV's folder like the scans.
+Two sources:
+
+* a manifest: ``batch``'s CSV (``id,baseline,followup``, :mod:`msnewlesions.cohort.manifest`) with
+  one more column, ``new_lesions``: the new lesions on the follow-up's own grid (``review
+  apply``'s ``new_lesions_reviewed.nii.gz``, or an expert's mask), relative to the CSV's folder
+  like the scans;
+* a BIDS derivatives dataset written by ``bids`` and reviewed (``review apply`` on its reports):
+  every ``..._desc-since<B>reviewed_mask.nii.gz`` is a pair, its scans those its segmentation
+  read (the pair's sidecar records them), its patient the subject.
+
 Everything a run needs is checked here, before any long step: every file exists, and every mask
 has its follow-up's grid (same shape, the same voxel positions within 0.01 mm).
 """
@@ -59,9 +66,43 @@ def check_on_followup_grid(mask: Path, followup: Path, where: str) -> None:
         )
 
 
+def read_reviewed_derivatives(root: Path) -> list[ReviewedPair]:
+    """The reviewed pairs of a BIDS derivatives dataset (``bids``' output, reviewed)."""
+    import json
+
+    reviewed = []
+    for mask in sorted(root.glob("sub-*/ses-*/anat/*_desc-since*reviewed_mask.nii.gz")):
+        sidecar = mask.with_name(mask.name.replace("reviewed_mask.nii.gz", "_mask.json"))
+        where = f"{mask.name}"
+        try:
+            inputs = json.loads(sidecar.read_text(encoding="utf-8"))["inputs"]
+            baseline, followup = Path(inputs["baseline"]["path"]), Path(inputs["followup"]["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise MSNewLesionsError(
+                f"{where}: its pair's sidecar {sidecar.name} does not say which scans it was "
+                "made from; segment the pair again with bids."
+            ) from None
+        for role, path in (("baseline", baseline), ("followup", followup)):
+            if not path.exists():
+                raise MSNewLesionsError(f"{where}: its {role} scan {path} does not exist.")
+        check_on_followup_grid(mask, followup, where)
+        key = mask.name.split("_space-")[0] + "_" + mask.name.split("_")[-2].replace("reviewed", "")
+        subject = mask.name.split("_")[0].removeprefix("sub-")
+        reviewed.append(ReviewedPair(key, subject, baseline, followup, mask))
+    if not reviewed:
+        raise MSNewLesionsError(
+            f"{root} holds no reviewed mask (*_desc-since<B>reviewed_mask.nii.gz); review the "
+            "pairs' reports and apply the reviews (msnewlesions review apply REPORT review.json)."
+        )
+    return reviewed
+
+
 def read_reviewed_pairs(manifest: str | Path) -> list[ReviewedPair]:
-    """The pairs of a fine-tuning manifest, every file checked."""
+    """The pairs of a fine-tuning manifest (or of a reviewed BIDS derivatives dataset), every
+    file checked."""
     manifest = Path(manifest)
+    if manifest.is_dir():
+        return read_reviewed_derivatives(manifest)
     pairs = read_manifest(manifest)
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
