@@ -26,7 +26,8 @@ def finetune(
         typer.Argument(
             help="CSV with columns id,baseline,followup,new_lesions: batch's manifest with the "
             "reference mask of each pair's new lesions on its follow-up's grid (review apply's "
-            "new_lesions_reviewed.nii.gz, or an expert's mask)."
+            "new_lesions_reviewed.nii.gz, or an expert's mask); or a BIDS derivatives dataset "
+            "of bids whose pairs were reviewed (review apply on their reports)."
         ),
     ],
     out: Annotated[Path, typer.Argument(help="The model folder to write.")],
