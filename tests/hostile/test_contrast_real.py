@@ -110,6 +110,7 @@ def test_a_cohort_reports_the_pair_with_a_t1_weighted_follow_up_as_failed(
     raw = open_ms_data / "longitudinal" / "raw"
     flair, t1 = raw / "patient01" / "study1_FLAIR.nii.gz", raw / "patient01" / "study2_T1W.nii.gz"
     out = tmp_path / "out"
+    given = t1
     if command == "bids":
         root = tmp_path / "bids"
         for session, source in (("01", flair), ("02", t1)):
@@ -118,6 +119,7 @@ def test_a_cohort_reports_the_pair_with_a_t1_weighted_follow_up_as_failed(
             )
             target.parent.mkdir(parents=True)
             os.symlink(source, target)
+            given = target
         (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.10.0"}')
         argv = ["bids", str(root), str(out), "participant", "-q"]
     else:
@@ -129,4 +131,4 @@ def test_a_cohort_reports_the_pair_with_a_t1_weighted_follow_up_as_failed(
     failures = list((out / "logs").glob("*_failure.json"))
     assert len(failures) == 1
     reason = json.loads(failures[0].read_text())["reason"]
-    assert f"the follow-up ({t1}) does not look like a FLAIR but T1-weighted" in reason
+    assert f"the follow-up ({given}) does not look like a FLAIR but T1-weighted" in reason
