@@ -178,6 +178,9 @@ def preprocess_pair(
                 ("follow-up", followup_head_mni, followup, followup_to_mni_head),
             )
         }
+        # Two heads that do not align at all are a failed registration (noise, another body
+        # part) before they are two contrasts.
+        head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
         tissue_correlation = contrast.tissue_correlation(baseline_head_mni, followup_head_mni)
         contrast_warnings = contrast.check_visits_alike(
             tissue_correlation,
@@ -187,7 +190,6 @@ def preprocess_pair(
             },
             names,
         )
-        head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
         brain = pair_brain_mask(
             baseline_head_mni,
             followup_head_mni,
