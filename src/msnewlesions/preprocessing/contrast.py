@@ -135,6 +135,45 @@ def tissue_correlation(first_head_mni: Volume, second_head_mni: Volume) -> float
     return float(np.corrcoef(first[inside], second[inside])[0, 1])
 
 
+def _kind(contrast: TissueContrast, other: TissueContrast) -> str:
+    if contrast.csf_to_white - other.csf_to_white > 0.3:
+        return "T2- or PD-weighted"
+    if contrast.grey_to_white < other.grey_to_white:
+        return "T1-weighted"
+    return "another weighting"
+
+
+def _least_flair_like(contrasts: dict[str, TissueContrast]) -> str:
+    def distance(contrast: TissueContrast) -> float:  # how far from a FLAIR, in either way
+        return max(
+            MIN_GREY_TO_WHITE - contrast.grey_to_white,
+            (contrast.csf_to_white - MAX_CSF_TO_WHITE) / 2,
+        )
+
+    return max(contrasts, key=lambda role: distance(contrasts[role]))
+
+
+def name_doubtful_contrast(contrasts: dict[str, TissueContrast], names: dict[str, str]) -> None:
+    """For two heads that do not align: refuse, naming it, a visit whose contrast is doubtful
+    (past a warning threshold) as the weighting it looks like; else return."""
+    doubtful = {
+        role: c
+        for role, c in contrasts.items()
+        if c.grey_to_white < WARN_GREY_TO_WHITE or c.csf_to_white > WARN_CSF_TO_WHITE
+    }
+    if not doubtful:
+        return
+    role = _least_flair_like(doubtful)
+    contrast, other = contrasts[role], next(c for r, c in contrasts.items() if r != role)
+    raise MSNewLesionsError(
+        f"{names[role]} does not look like a FLAIR but {_kind(contrast, other)}: its tissue "
+        f"contrast is not a FLAIR's (grey/white {contrast.grey_to_white:.2f}, CSF/white "
+        f"{contrast.csf_to_white:.2f}; the other visit {other.grey_to_white:.2f} and "
+        f"{other.csf_to_white:.2f}) and it does not align with the other visit; give the FLAIR "
+        "series of both visits."
+    )
+
+
 def check_visits_alike(
     correlation: float, contrasts: dict[str, TissueContrast], names: dict[str, str]
 ) -> list[str]:
@@ -144,21 +183,9 @@ def check_visits_alike(
     if not np.isfinite(correlation) or correlation >= WARN_TISSUE_CORRELATION:
         return []
 
-    def distance(contrast: TissueContrast) -> float:  # how far from a FLAIR, in either way
-        return max(
-            MIN_GREY_TO_WHITE - contrast.grey_to_white,
-            (contrast.csf_to_white - MAX_CSF_TO_WHITE) / 2,
-        )
-
-    role = max(contrasts, key=lambda r: distance(contrasts[r]))
+    role = _least_flair_like(contrasts)
     contrast, other = contrasts[role], next(c for r, c in contrasts.items() if r != role)
-    kind = (
-        "T2- or PD-weighted"
-        if contrast.csf_to_white - other.csf_to_white > 0.3
-        else "T1-weighted"
-        if contrast.grey_to_white < other.grey_to_white
-        else "another weighting"
-    )
+    kind = _kind(contrast, other)
     if correlation < MIN_TISSUE_CORRELATION:
         raise MSNewLesionsError(
             f"{names[role]} does not look like a FLAIR but {kind}: in grey and white matter its "

@@ -178,18 +178,19 @@ def preprocess_pair(
                 ("follow-up", followup_head_mni, followup, followup_to_mni_head),
             )
         }
-        # Two heads that do not align at all are a failed registration (noise, another body
-        # part) before they are two contrasts.
-        head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
+        contrasts = {
+            role: contrast.TissueContrast(figures["grey_to_white"], figures["csf_to_white"])
+            for role, (figures, _) in on_template.items()
+        }
+        try:
+            head_correlation = enforce_head_alignment(baseline_head_mni, followup_head_mni)
+        except MSNewLesionsError:
+            # Heads that do not align: a visit whose contrast is doubtful is named as what it
+            # looks like; else it is a failed registration (noise, another body part).
+            contrast.name_doubtful_contrast(contrasts, names)
+            raise
         tissue_correlation = contrast.tissue_correlation(baseline_head_mni, followup_head_mni)
-        contrast_warnings = contrast.check_visits_alike(
-            tissue_correlation,
-            {
-                role: contrast.TissueContrast(figures["grey_to_white"], figures["csf_to_white"])
-                for role, (figures, _) in on_template.items()
-            },
-            names,
-        )
+        contrast_warnings = contrast.check_visits_alike(tissue_correlation, contrasts, names)
         brain = pair_brain_mask(
             baseline_head_mni,
             followup_head_mni,
