@@ -194,3 +194,38 @@ def test_the_report_records_decisions_and_a_clicked_lesion_in_review_json(tmp_pa
     assert grown.sum() == tally["added_voxels"] > saved["first_added"] >= 0.3 * blob.sum()
     assert (grown & blob).sum() >= 0.9 * blob.sum() and (grown & ~blob).sum() <= 0.1 * blob.sum()
     assert reviewed.array[labels.array == 1].all() and not reviewed.array[labels.array == 2].any()
+
+
+def test_the_pen_erases_a_lesions_voxels_and_paints_added_ones(tmp_path: Path) -> None:
+    """Headless Chromium over DevTools: in erase mode a click on lesion 1 removes voxels from it;
+    in paint mode a click on the missed blob adds voxels; both reach the saved review."""
+    from tests.browser import DevToolsPage
+
+    page, labels = synthetic_report(tmp_path)
+    session = DevToolsPage(page, tmp_path / "profile")
+    try:
+        assert session.wait_for("document.body.dataset.viewer") == "ready"
+        centre = labels.index_to_world(np.array([[40.0, 50.0, 50.0]]))[0].tolist()
+        session.evaluate("document.getElementById('review-mode-erase').click()")
+        click_on_voxel(session, centre)
+        session.wait_for("JSON.parse(document.body.dataset.reviewCounts).erased_voxels > 0", 20)
+        missed = labels.index_to_world(np.array([MISSED], dtype=float))[0].tolist()
+        session.evaluate("document.getElementById('review-mode-paint').click()")
+        click_on_voxel(session, missed)
+        session.wait_for("JSON.parse(document.body.dataset.reviewCounts).added_voxels > 0", 20)
+        session.evaluate("document.getElementById('review-save').click()")
+        saved = json.loads(str(session.wait_for("document.body.dataset.reviewSaved", 20)))
+    finally:
+        session.close()
+    # The saved voxels are indices of the viewer's grid: carried to the labels' grid by position.
+    to_labels = np.linalg.inv(labels.affine) @ np.asarray(saved["grid"]["affine"])
+
+    def on_labels(voxels: list[list[int]]) -> set[tuple[int, ...]]:
+        moved = (to_labels @ np.c_[voxels, np.ones(len(voxels))].T)[:3].T
+        return {tuple(int(i) for i in np.rint(v)) for v in moved}
+
+    erased, added = on_labels(saved["erased"]), on_labels(saved["added"])
+    assert erased and added
+    # Erased voxels were lesion 1's; painted ones lie at the missed blob (the pen's few voxels).
+    assert all(labels.array[v] == 1 for v in erased)
+    assert all(np.linalg.norm(np.subtract(v, MISSED)) <= 3 for v in added)
