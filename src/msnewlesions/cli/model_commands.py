@@ -110,7 +110,7 @@ def synthesize(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Make synthetic training pairs: real anatomy + real lesion shapes (see model/synthesis.py).
+    """Make synthetic training pairs from real anatomy and real lesion shapes.
 
     Scans of the hold-out patients (the two complete real pairs) become validation pairs only
     (fold 0's split); every other FLAIR becomes training pairs. With --real-pairs the two real
@@ -199,8 +199,13 @@ def train(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Plan and preprocess (once; cases added later are preprocessed with the same plans) and
-    train one fold with the paper's nnU-Net trainer."""
+    """Train one fold of a raw dataset with the paper's nnU-Net trainer.
+
+    The dataset is planned and preprocessed once; cases added later are preprocessed with the
+    same plans.
+
+    Example: msnewlesions train --dataset raw/Dataset501_MSNewLesions --fold 0 --epochs 10
+    """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.train import train_dataset
 
@@ -246,9 +251,14 @@ def predict(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Segment preprocessed pairs with a trained model (its folds ensembled), as segment does:
-    zero outside the brain (where both inputs are zero), the model's threshold, minimum lesion
-    size and minimum depth inside that brain."""
+    """Segment preprocessed pairs with a trained model, as segment does.
+
+    The model's folds are ensembled; the probability is zero outside the brain (where both inputs
+    are zero); the model's threshold, minimum lesion size and minimum depth inside that brain
+    apply.
+
+    Example: msnewlesions predict --model my-model --input preprocessed/ --out masks/
+    """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.predict import predict_files
 

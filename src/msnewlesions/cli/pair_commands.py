@@ -45,8 +45,10 @@ def preprocess(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Register both scans to MNI152 (rigid, with skull), skull-strip (HD-BET, unless the scans
-    are already brain-extracted), N4, crop, z-score.
+    """Preprocess a pair as the paper does: registration to MNI152, skull stripping, N4, z-score.
+
+    Rigid registration with the skull, HD-BET (unless the scans are already brain-extracted), N4
+    bias correction, a crop to the brain and a z-score.
 
     Writes baseline_mni.nii.gz, followup_mni.nii.gz, brainmask_mni.nii.gz, baseline_to_mni.tfm,
     followup_to_mni.tfm (ITK files mapping MNI points to each native image) and qc.json.
