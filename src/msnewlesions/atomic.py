@@ -204,3 +204,14 @@ def output_lock(destination: str | Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)
         handle.close()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across file systems); an existing target
+    is kept (a resumed run)."""
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from msnewlesions.atomic import write_json_atomically
+from msnewlesions.atomic import link_or_copy, write_json_atomically
 from msnewlesions.crossvalidation_tables import write_tables
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import read_volume, write_volume_atomically
@@ -97,11 +96,7 @@ def raw_dataset(
         for sub in ("imagesTr", "labelsTr"):
             (target / sub).mkdir(parents=True, exist_ok=True)
             for source in (dataset / sub).glob("*.nii.gz"):
-                if not (target / sub / source.name).exists():
-                    try:
-                        os.link(source, target / sub / source.name)
-                    except OSError:
-                        shutil.copy2(source, target / sub / source.name)
+                link_or_copy(source, target / sub / source.name)
         nnunet.write_dataset_json(target, len(labels))
         patients = {case: case for case in labels}
         if (dataset / PATIENTS_FILE).exists():

@@ -11,6 +11,7 @@ failure a user can cause raises :class:`~msnewlesions.errors.MSNewLesionsError` 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -208,6 +209,18 @@ def read_volume(path: str | Path) -> Volume:
         return _read_dicom_series(path)
     array, affine, header = read_nifti(path)
     return Volume(array, affine, header, str(path))
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, or of a folder's files in name order (a DICOM series): what a run
+    records of its inputs."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        with item.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def check_scan(volume: Volume, name: str) -> None:

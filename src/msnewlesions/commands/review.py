@@ -25,9 +25,8 @@ import numpy as np
 
 from msnewlesions.atomic import atomic_file, output_lock, write_json_atomically
 from msnewlesions.cohort.outputs import BidsPairOutputs
-from msnewlesions.commands.segment import sha256_of
 from msnewlesions.errors import MSNewLesionsError
-from msnewlesions.io import read_volume, write_volume_atomically
+from msnewlesions.io import read_volume, sha256_of, write_volume_atomically
 from msnewlesions.lesions import label_lesions
 from msnewlesions.postprocessing import LESION_TABLE_COLUMNS, lesion_table, to_native
 from msnewlesions.preprocessing.registration import read_transform

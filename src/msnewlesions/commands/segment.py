@@ -9,7 +9,6 @@ native scan, as ``preprocess`` writes them). The MSSEG-2 form writes just the ma
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from msnewlesions.atomic import (
     write_json_atomically,
     write_text_atomically,
 )
-from msnewlesions.io import read_volume, write_volume, write_volume_atomically
+from msnewlesions.io import read_volume, sha256_of, write_volume, write_volume_atomically
 from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
 from msnewlesions.precision import Precision
 from msnewlesions.preprocessing.pipeline import software_versions, write_transforms
@@ -35,17 +34,6 @@ from msnewlesions.segment import (
     SegmentOptions,
     segment_pair,
 )
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, or of a folder's files in name order (a DICOM series)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for item in files:
-        with item.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def write_segmentation(result: Segmentation, summary: SegmentationSummary, folder: Path) -> None:

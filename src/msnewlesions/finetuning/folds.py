@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from msnewlesions import template
-from msnewlesions.atomic import remove_partial_files, write_json_atomically
+from msnewlesions.atomic import link_or_copy, remove_partial_files, write_json_atomically
 from msnewlesions.finetuning.prepared import CHANNELS, PreparedPair
 from msnewlesions.io import write_volume_atomically
 from msnewlesions.model import nnunet
@@ -114,16 +112,6 @@ def ellipsoid_shapes(count: int, seed: int) -> list[LesionShape]:
     return shapes
 
 
-def _link(source: Path, target: Path) -> None:
-    """``target`` as a hard link to ``source`` (a copy across file systems)."""
-    if target.exists():
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def write_fold_dataset(
     fold: Fold,
     prepared: dict[str, PreparedPair],
@@ -157,8 +145,8 @@ def write_fold_dataset(
             write_volume_atomically(pair.new_lesions, labels / f"{name}.nii.gz", np.uint8)
     for key in (*fold.train, *fold.held_out):
         for channel_index, channel in enumerate(CHANNELS):
-            _link(prepared[key].image(channel), images / f"{key}_{channel_index:04d}.nii.gz")
-        _link(prepared[key].label, labels / f"{key}.nii.gz")
+            link_or_copy(prepared[key].image(channel), images / f"{key}_{channel_index:04d}.nii.gz")
+        link_or_copy(prepared[key].label, labels / f"{key}.nii.gz")
     copies = max(1, round(REAL_SHARE * len(synthetic) / ((1 - REAL_SHARE) * len(fold.train))))
     train = [key for key in fold.train for _ in range(copies)] + synthetic
     validation = list(fold.held_out) or list(fold.train)
@@ -261,7 +249,3 @@ def train_fold(fold: Fold, work: Path, base_model: Path, settings: TrainingSetti
         network=network,
     )
     return model
-
-
-def fold_names(folds: Sequence[Fold]) -> list[str]:
-    return [fold.name for fold in folds]

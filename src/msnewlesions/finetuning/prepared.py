@@ -15,7 +15,6 @@ For a pair (``WORK/pairs/<id>/``, its ``done.json`` written last):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +65,6 @@ class PreparedPair:
     @property
     def shapes(self) -> Path:
         return self.folder / "lesion_shapes.nii.gz"
-
-    @property
-    def info(self) -> dict[str, object]:
-        return dict(json.loads((self.folder / "done.json").read_text()))
 
     def anatomy(self) -> Anatomy:
         anatomy = load_anatomy(self.folder, self.pair.pair_id)

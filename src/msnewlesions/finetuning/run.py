@@ -15,7 +15,6 @@ pair; the model folder and its card.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -39,7 +38,7 @@ from msnewlesions.finetuning.folds import (
 )
 from msnewlesions.finetuning.prepared import PreparedPair, prepare_pair
 from msnewlesions.finetuning.references import ReviewedPair, read_reviewed_pairs
-from msnewlesions.io import Volume, read_volume, write_volume_atomically
+from msnewlesions.io import Volume, read_volume, sha256_of, write_volume_atomically
 from msnewlesions.lesions import (
     model_postprocessing,
     write_model_postprocessing,
@@ -80,17 +79,6 @@ class FinetuneResult:
         return float(self.record["seconds"])
 
 
-def _checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file():
-                digest.update(child.read_bytes())
-    else:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _run_identity(
     pairs: list[ReviewedPair], base: Path, options: FinetuneOptions
 ) -> dict[str, Any]:
@@ -100,13 +88,13 @@ def _run_identity(
             p.pair_id: {
                 "patient": p.patient,
                 **{
-                    role: _checksum(getattr(p, role))
+                    role: sha256_of(getattr(p, role))
                     for role in ("baseline", "followup", "new_lesions")
                 },
             }
             for p in pairs
         },
-        "base_model": {f.parent.name: _checksum(f) for f in sorted(base.glob("fold_*/*.pth"))},
+        "base_model": {f.parent.name: sha256_of(f) for f in sorted(base.glob("fold_*/*.pth"))},
         "training": asdict(options.training),
         "synthetic_per_pair": options.synthetic_per_pair,
         "seed": options.seed,
