@@ -54,8 +54,8 @@ import numpy as np
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume, read_volume
 from msnewlesions.lesions import PostprocessingSettings, write_model_postprocessing
-from msnewlesions.metrics import case_metrics
-from msnewlesions.postprocessing import lesion_labels
+from msnewlesions.operating_point import ScoredCase, choose_operating_point
+from msnewlesions.operating_point import grid as operating_grid
 from msnewlesions.preprocessing.parenchyma import parenchyma_mask
 from msnewlesions.preprocessing.resolution import match_resolution
 
@@ -391,41 +391,29 @@ def main(argv: list[str] | None = None) -> int:
     min_depth = args.min_depth_mm
     if min_depth is None:
         min_depth = model_postprocessing(model_folder).min_depth_mm
-    grid = []
-    for threshold in THRESHOLDS:
-        for min_volume in MIN_VOLUMES_MM3:
-            dice, f1, false_positives = [], [], []
-            detected = true_marks = references = marks = 0
-            for _, probability, reference, parenchyma in cases:
-                labels, count = lesion_labels(
-                    reference.with_array(probability), threshold, min_volume, parenchyma, min_depth
-                )
-                metrics = case_metrics(
-                    labels.array > 0, reference.array > 0, reference.voxel_volume_mm3
-                )
-                marks += metrics.n_pred_lesions
-                if metrics.n_ref_lesions > 0:
-                    dice.append(metrics.dice)
-                    f1.append(metrics.lesion_f1)
-                    references += metrics.n_ref_lesions
-                    detected += round(metrics.lesion_sensitivity * metrics.n_ref_lesions)
-                    true_marks += round(metrics.lesion_ppv * metrics.n_pred_lesions)
-                else:
-                    false_positives.append(count)
-            sensitivity = detected / references if references else 0.0
-            ppv = true_marks / marks if marks else 0.0
-            pooled = 2 * sensitivity * ppv / (sensitivity + ppv) if sensitivity + ppv else 0.0
-            grid.append(
-                {
-                    "threshold": threshold,
-                    "min_lesion_mm3": min_volume,
-                    "min_depth_mm": min_depth,
-                    "dice": float(np.mean(dice)),
-                    "lesion_f1": float(np.mean(f1)),
-                    "false_positives_per_empty_case": float(np.mean(false_positives)),
-                    "pooled_lesion_f1": pooled,
-                }
-            )
+    scored = [
+        ScoredCase(case, reference.with_array(probability), reference, parenchyma)
+        for case, probability, reference, parenchyma in cases
+    ]
+    best, scores = choose_operating_point(
+        scored, operating_grid(min_depth, THRESHOLDS, MIN_VOLUMES_MM3)
+    )
+
+    def nan_if_none(value: float | None) -> float:
+        return float("nan") if value is None else value
+
+    grid = [
+        {
+            "threshold": score.settings.threshold,
+            "min_lesion_mm3": score.settings.min_lesion_mm3,
+            "min_depth_mm": min_depth,
+            "dice": nan_if_none(score.dice),
+            "lesion_f1": nan_if_none(score.lesion_f1),
+            "false_positives_per_empty_case": nan_if_none(score.false_lesions_per_empty_case),
+            "pooled_lesion_f1": score.pooled_lesion_f1,
+        }
+        for score in scores
+    ]
     n_with = sum(1 for _, _, r, _ in cases if r.array.any())
     print(
         f"\nvalidation cases of fold {args.fold}: {n_with} with new lesions, "
@@ -446,9 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['lesion_f1']:>9.3f} {row['false_positives_per_empty_case']:>9.2f} "
             f"{row['pooled_lesion_f1']:>9.3f}"
         )
-    best = max(r["pooled_lesion_f1"] for r in grid)
-    near_best = [r for r in grid if r["pooled_lesion_f1"] >= best - 0.005]
-    choice = min(near_best, key=lambda r: (r["min_lesion_mm3"], abs(r["threshold"] - 0.5)))
+    choice = grid[scores.index(best)]
     print(
         f"\nchoice: threshold {choice['threshold']}, minimum lesion volume "
         f"{choice['min_lesion_mm3']:.0f} mm3, minimum depth {min_depth:g} mm "
