@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from msnewlesions.atomic import atomic_file, write_text_atomically
+from msnewlesions.evaluation import box_plot
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -81,24 +82,15 @@ def as_markdown(rows: list[list[str]]) -> str:
 
 
 def _figure(record: dict[str, Any], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     groups = [(f"fold {f['fold']}", [c["dice"] for c in f["cases"]]) for f in record["validation"]]
     groups.append(("test (ensemble)", [c["dice"] for c in record["test"]]))
-    figure = Figure(figsize=(1.3 * len(groups) + 2, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
-    axis.boxplot([values or [np.nan] for _, values in groups], showmeans=True)
-    axis.set_xticks(range(1, len(groups) + 1), [name for name, _ in groups])
-    for position, (_, values) in enumerate(groups, start=1):
-        jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(values))
-        axis.scatter(position + jitter, values, s=10, alpha=0.6, color="black")
-    axis.set_ylim(-0.05, 1.05)
-    axis.set_ylabel("Dice (new lesions)")
-    axis.set_title("validation per fold, and the test split")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    box_plot(
+        groups,
+        path,
+        "validation per fold, and the test split",
+        size=(1.3 * len(groups) + 2, 4),
+        ylabel="Dice (new lesions)",
+    )
 
 
 def write_tables(record: dict[str, Any], run: Path) -> list[Path]:

@@ -223,26 +223,39 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def _write_box_plot(result: EvaluationResult, path: Path) -> None:
+def box_plot(
+    groups: Sequence[tuple[str, Sequence[float]]],
+    path: Path,
+    title: str,
+    size: tuple[float, float] = (5, 4),
+    ylabel: str = "",
+) -> None:
+    """Box plots of values between 0 and 1, one per named group, each value a jittered dot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    figure = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    axis.boxplot([list(values) or [np.nan] for _, values in groups], showmeans=True)
+    axis.set_xticks(range(1, len(groups) + 1), [name for name, _ in groups])
+    for position, (_, values) in enumerate(groups, start=1):
+        jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(values))
+        axis.scatter(position + jitter, values, s=10, alpha=0.6, color="black")
+    axis.set_ylim(-0.05, 1.05)
+    if ylabel:
+        axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def _write_box_plot(result: EvaluationResult, path: Path) -> None:
     cases = [case.as_dict() for case in result.cases]
     columns = [
         (title, [c[key] for c in cases if c[key] is not None]) for title, key in TABLE_COLUMNS
     ]
-    figure = Figure(figsize=(5, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
-    axis.boxplot([values or [np.nan] for _, values in columns], showmeans=True)
-    axis.set_xticks(range(1, len(columns) + 1), [title for title, _ in columns])
-    for position, (_, values) in enumerate(columns, start=1):
-        jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(values))
-        axis.scatter(position + jitter, values, s=10, alpha=0.6, color="black")
-    axis.set_ylim(-0.05, 1.05)
-    axis.set_title(f"{result.summary['n_cases']} case(s)")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    box_plot(columns, path, f"{result.summary['n_cases']} case(s)")
 
 
 def write_results(

@@ -124,13 +124,14 @@ def fitting_jobs(jobs: int | None) -> int:
     may use holds at once, with a warning: too many at once would end with the OOM killer."""
     if jobs is None:
         return default_jobs()
-    fit = max(1, int(available_memory_gb() // MEMORY_PER_JOB_GB))
+    free = available_memory_gb()
+    fit = max(1, int(free // MEMORY_PER_JOB_GB))
     if jobs > fit:
         logger.warning(
             "--jobs %d: the memory here (%.1f GB free) holds %d pair(s) at once at %.1f GB "
             "each; running %d",
             jobs,
-            available_memory_gb(),
+            free,
             fit,
             MEMORY_PER_JOB_GB,
             fit,

@@ -15,6 +15,7 @@ pair; the model folder and its card.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -154,6 +155,22 @@ def _scored(pair: PreparedPair, probability: Volume) -> ScoredCase:
     )
 
 
+def _train(
+    fold: Fold,
+    prepared: dict[str, PreparedPair],
+    work: Path,
+    base: Path,
+    options: FinetuneOptions,
+) -> Path:
+    """The fold's dataset written and preprocessed with the base's plans, then trained (or
+    resumed, or found trained); its nnU-Net model folder."""
+    raw = write_fold_dataset(
+        fold, prepared, work / "nnunet" / "raw", options.synthetic_per_pair, options.seed
+    )
+    preprocess_with_base_plans(raw, work / "nnunet" / "preprocessed", base)
+    return train_fold(fold, work, base, options.training)
+
+
 def _held_out_probabilities(
     folds: list[Fold],
     prepared: dict[str, PreparedPair],
@@ -173,30 +190,20 @@ def _held_out_probabilities(
             len(fold.train),
             ", ".join(fold.held_out),
         )
-        raw = write_fold_dataset(
-            fold, prepared, work / "nnunet" / "raw", options.synthetic_per_pair, options.seed
+        model = _train(fold, prepared, work, base, options)
+        fold_predictor = functools.cache(
+            functools.partial(
+                nnunet.NewLesionPredictor, model, folds=[0], device=options.training.device
+            )
         )
-        preprocess_with_base_plans(raw, work / "nnunet" / "preprocessed", base)
-        model = train_fold(fold, work, base, options.training)
-        loaded: list[Any] = []
-
-        def fold_predictor(model: Path = model, loaded: list[Any] = loaded) -> Any:
-            if not loaded:
-                loaded.append(
-                    nnunet.NewLesionPredictor(model, folds=[0], device=options.training.device)
-                )
-            return loaded[0]
 
         for key in fold.held_out:
             cache = work / "probabilities" / f"fold{fold.dataset_id}" / f"{key}.nii.gz"
             tuned.append(_scored(prepared[key], _probability(fold_predictor, prepared[key], cache)))
         clock.done(f"fold {fold.name}")
-    base_loaded: list[Any] = []
-
-    def base_predictor() -> Any:
-        if not base_loaded:
-            base_loaded.append(nnunet.NewLesionPredictor(base, device=options.training.device))
-        return base_loaded[0]
+    base_predictor = functools.cache(
+        functools.partial(nnunet.NewLesionPredictor, base, device=options.training.device)
+    )
 
     before = [
         _scored(
@@ -278,11 +285,7 @@ def finetune(
         )
     final = folds[-1]
     logger.info("training %d of %d (final): every pair", len(folds), len(folds))
-    raw = write_fold_dataset(
-        final, prepared, work / "nnunet" / "raw", options.synthetic_per_pair, options.seed
-    )
-    preprocess_with_base_plans(raw, work / "nnunet" / "preprocessed", base)
-    final_model = train_fold(final, work, base, options.training)
+    final_model = _train(final, prepared, work, base, options)
     clock.done("final training")
     record["postprocessing"] = asdict(chosen)
     record["seconds"] = round(clock.seconds, 1)
