@@ -1,13 +1,20 @@
-"""Seconds per step and peak memory of ``msnewlesions segment`` on each real pair, here.
+"""``msnewlesions segment`` as it was (a reference commit, PyTorch passes) against the current
+default, in one run on this machine: seconds per step, peak memory, the ratio, and whether the
+masks are the same.
 
-Runs the command in a child process per pair (the open_ms_data pairs when ../shared is present,
-else the example pair) with the shipped model, TTA off, and prints the per-step seconds from
-its summary.json and the child's peak resident memory. Every fold of the model is averaged, with
-the sliding-window step its folder sets (``inference.json``, else nnU-Net's 0.5), and the
-network passes in ``--precision`` (auto: bfloat16 where the CPU has it).
+For each pair (open_ms_data's patient01 and patient03 when ../shared is present, and the example
+pair) the reference runs from a git worktree of ``--reference`` (default e0bee69, PyTorch) and
+the current code with its defaults (``--engine auto``), alternately, each in its own process.
+The networks' graphs are exported into a cache folder first, as the first run on a machine does
+once. Masks are compared on the follow-up's grid: Dice between the two and the lesion counts.
 
-    python benchmarks/segment_speed.py [--data ../shared/data/open_ms_data] [--model DIR]
-        [--work DIR] [--precision auto|float32|bfloat16]
+``--isa avx2`` caps oneDNN and PyTorch's kernels at AVX2 (``ONEDNN_MAX_CPU_ISA``,
+``ATEN_CPU_CAPABILITY``) to stand in for a CPU without AVX-512; both then run float32, as they
+do on such a CPU. ``native`` runs each with its own defaults on this CPU (bfloat16 where it has
+it).
+
+    python benchmarks/segment_speed.py [--reference e0bee69] [--isa native|avx2]
+        [--data ../shared/data/open_ms_data] [--work DIR]
 """
 
 from __future__ import annotations
@@ -15,77 +22,124 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from msnewlesions.example import write_example_pair
-from msnewlesions.model.default import DEFAULT_MODEL
-from msnewlesions.model.nnunet.prediction import model_tile_step_size
-from msnewlesions.precision import PRECISIONS, resolve_precision
+from msnewlesions.io import read_volume
+from msnewlesions.lesions import components
 from msnewlesions.validation import open_ms_pairs
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/open_ms_data"
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPOSITORY.parent / "shared/data/open_ms_data"
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def run(baseline: Path, followup: Path, out: Path, model: Path | None, precision: str) -> dict:
-    argv = [sys.executable, "-m", "msnewlesions.cli", "segment", "-q", "--overwrite"]
-    argv += ["--precision", precision]
-    argv += ["--baseline", str(baseline), "--followup", str(followup), "--out", str(out)]
-    if model is not None:
-        argv += ["--model", str(model)]
+def reference_source(commit: str, work: Path) -> Path:
+    """The ``src`` folder of a worktree of ``commit`` (made once)."""
+    tree = work / f"reference-{commit}"
+    if not (tree / "src").is_dir():
+        subprocess.run(
+            ["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(tree), commit],
+            check=True,
+            capture_output=True,
+        )
+    return tree / "src"
+
+
+def segment(argv: list[str], env: dict[str, str], out: Path) -> dict:
+    """One ``segment --out`` in a child process: wall seconds, peak memory, summary.json."""
     start = time.perf_counter()
-    pid = subprocess.Popen(argv).pid
+    pid = subprocess.Popen(
+        [sys.executable, "-m", "msnewlesions.cli", "segment", *argv], env=env
+    ).pid
     _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter() - start
     if status != 0:
-        raise SystemExit(f"segment failed on {baseline}")
-    summary = json.loads((out / "summary.json").read_text())
+        raise SystemExit(f"segment failed: {' '.join(argv)}")
     return {
-        "wall_s": round(wall, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),  # ru_maxrss is in KiB on Linux
-        "steps_s": summary["seconds"],
-        "new_lesions": summary["new_lesion_count"],
+        "wall_s": round(time.perf_counter() - start, 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),  # KiB on Linux
+        "summary": json.loads((out / "summary.json").read_text()),
     }
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default="e0bee69")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--work", type=Path, default=Path("benchmark_output/segment_speed"))
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="auto", help="segment --precision (auto)"
-    )
     args = parser.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MSNEWLESIONS_ENGINE_CACHE": str(work / "engine-cache")}
+    env["PYTHONPATH"] = str(REPOSITORY / "src")  # the current code: this script's own tree
+    extra = []
+    if args.isa == "avx2":
+        env.update(AVX2)
+        extra = ["--precision", "float32"]
+    reference_env = {**env, "PYTHONPATH": str(reference_source(args.reference, work))}
     cases = [(p.patient, p.baseline, p.followup) for p in open_ms_pairs(args.data)]
-    if not cases:
-        example = write_example_pair(args.work / "example_input")
-        cases = [("example", Path(example["baseline"]), Path(example["followup"]))]
-    model = args.model or DEFAULT_MODEL
-    folds = len(list(Path(model).glob("fold_*"))) if Path(model).is_dir() else "?"
-    step = model_tile_step_size(model) if Path(model).is_dir() else "?"
-    precision = resolve_precision(args.precision)
-    print(
-        f"{os.cpu_count()} CPU(s); segment with TTA off, {folds} fold(s), tile step {step}, "
-        f"network passes in {precision}"
+    cases = [case for case in cases if case[0] in ("patient01", "patient03")]
+    example = write_example_pair(work / "example_input")
+    cases.append(("example", Path(example["baseline"]), Path(example["followup"])))
+    subprocess.run(
+        [sys.executable, "-m", "msnewlesions.cli", "model", "prepare", "-q"],
+        env=env,
+        check=True,
     )
-    results = {}
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), ISA {args.isa}; "
+        f"reference {args.reference} (PyTorch) against the current default"
+    )
+    results: dict[str, dict] = {}
     for name, baseline, followup in cases:
-        result = run(baseline, followup, args.work / name, args.model, args.precision)
-        results[name] = result
-        steps = result["steps_s"]
+        runs = {}
+        for label, run_env in (("reference", reference_env), ("current", env)):
+            out = work / label / name
+            argv_ = ["-q", "--overwrite", *extra, "--baseline", str(baseline)]
+            argv_ += ["--followup", str(followup), "--out", str(out)]
+            runs[label] = segment(argv_, run_env, out)
+        masks = [read_volume(work / k / name / "new_lesions.nii.gz").array > 0 for k in runs]
+        counts = [components(mask)[1] for mask in masks]
+        ratio = runs["current"]["wall_s"] / runs["reference"]["wall_s"]
+        results[name] = {
+            **{
+                k: {**v, "summary": None, "seconds": v["summary"]["seconds"]}
+                for k, v in runs.items()
+            },
+            "engines": runs["current"]["summary"].get("engines"),
+            "ratio": round(ratio, 3),
+            "dice": round(dice(*masks), 4),
+            "lesions": counts,
+        }
         print(
-            f"{name}: {result['wall_s']} s in all (process start, reading and writing included), "
-            f"peak memory {result['peak_rss_gb']} GB, {result['new_lesions']} new lesion(s)"
+            f"\n{name}: ratio {ratio:.2f}, Dice {dice(*masks):.4f}, "
+            f"lesions {counts[0]} (reference) and {counts[1]} (current)"
         )
-        for step, seconds in steps.get("preprocessing_steps", {}).items():
-            print(f"    {seconds:7.1f} s  {step}")
-        for step in ("prediction", "postprocessing"):
-            print(f"    {steps.get(step, float('nan')):7.1f} s  {step}")
-    (args.work / "segment_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+        for label, run in runs.items():
+            seconds = run["summary"]["seconds"]
+            print(
+                f"  {label:9s} {run['wall_s']:6.1f} s in all, peak {run['peak_rss_gb']:.2f} GB; "
+                f"preprocessing {seconds['preprocessing']:.1f} s, prediction "
+                f"{seconds['prediction']:.1f} s, postprocessing {seconds['postprocessing']:.1f} s"
+            )
+            for step, value in seconds["preprocessing_steps"].items():
+                print(f"      {value:6.1f} s  {step}")
+    real = [r["ratio"] for k, r in results.items() if k != "example"]
+    if real:
+        print(f"\nratio on the real pairs: {', '.join(f'{r:.2f}' for r in real)}")
+    (work / f"segment_speed-{args.isa}.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

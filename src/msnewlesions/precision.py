@@ -29,9 +29,22 @@ Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
+#: oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA``) that leave out bfloat16 instructions.
+_ISA_CAPS_WITHOUT_BFLOAT16 = {
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+}  # fmt: skip
+
+
 def cpu_has_bfloat16() -> bool:
-    """Whether this CPU has bfloat16 instructions PyTorch uses (AVX-512 BF16 or AMX tiles)."""
+    """Whether this CPU has bfloat16 instructions PyTorch uses (AVX-512 BF16 or AMX tiles), and
+    they are not capped away (``ONEDNN_MAX_CPU_ISA=AVX2`` and the like, which the network engines
+    obey: bfloat16 would then be emulated, far slower than float32)."""
+    import os
+
     import torch
+
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISA_CAPS_WITHOUT_BFLOAT16:
+        return False
 
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)

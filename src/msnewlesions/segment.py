@@ -176,6 +176,8 @@ class SegmentationSummary:
     #: Per role (``baseline``, ``followup``): ``path`` and ``sha256`` of the file read.
     inputs: dict[str, dict[str, str]]
     versions: dict[str, str]
+    #: What ran each network's passes (``hd_bet``, ``lesion_network``): engine and precision.
+    engines: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -184,8 +186,14 @@ class SegmentationSummary:
         model: str,
         inputs: dict[str, dict[str, str]],
         versions: dict[str, str],
+        lesion_network: dict[str, str] | None = None,
     ) -> SegmentationSummary:
+        """``lesion_network``: the engine and precision that ran the lesion network."""
         qc = result.preprocessed.qc
+        options = qc.options or {}
+        hd_bet: dict[str, str] = {
+            key: str(options[key]) for key in ("engine", "precision") if key in options
+        }
         return cls(
             new_lesion_count=len(result.lesions),
             new_lesion_volume_mm3=round(result.total_volume_mm3, 2),
@@ -200,6 +208,7 @@ class SegmentationSummary:
             seconds={"preprocessing_steps": dict(qc.seconds), **result.seconds},
             inputs=inputs,
             versions=versions,
+            engines={"hd_bet": hd_bet, "lesion_network": dict(lesion_network or {})},
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -72,6 +72,23 @@ PrecisionOption = Annotated[
 ]
 
 
+class EngineChoice(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+
+
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        help="What runs the network passes (HD-BET and the lesion network) on the CPU: auto "
+        "takes OpenVINO where it is installed (the fastest measured, same masks) and PyTorch "
+        "otherwise; torch is the reference (default: auto).",
+    ),
+]
+
+
 def segment_options(
     threshold: float | None,
     min_lesion_mm3: float | None,
@@ -80,6 +97,7 @@ def segment_options(
     skull_stripped: SkullStrippedChoice,
     match_slices: bool,
     precision: PrecisionChoice = PrecisionChoice.auto,
+    engine: EngineChoice = EngineChoice.auto,
 ) -> SegmentOptions:
     """``segment``'s options from the flags every segmenting command shares (None: the model's
     own post-processing)."""
@@ -94,6 +112,7 @@ def segment_options(
             device=device.value,
             skull_stripped=skull_stripped.as_option(),
             precision=precision.value,
+            engine=engine.value,
         ),
         match_slices=match_slices,
     )

@@ -10,6 +10,8 @@ import typer
 
 from msnewlesions.cli.app import (
     DeviceChoice,
+    EngineChoice,
+    EngineOption,
     PrecisionChoice,
     PrecisionOption,
     Quiet,
@@ -122,11 +124,19 @@ def _settings(
     min_depth_mm: float | None,
     match_slices: bool,
     precision: PrecisionChoice = PrecisionChoice.auto,
+    engine: EngineChoice = EngineChoice.auto,
 ) -> SegmentSettings:
     from msnewlesions.cohort.engine import SegmentSettings
 
     options = segment_options(
-        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices, precision
+        threshold,
+        min_lesion_mm3,
+        min_depth_mm,
+        device,
+        skull_stripped,
+        match_slices,
+        precision,
+        engine,
     )
     return SegmentSettings(model, options, device.value, tta)
 
@@ -197,6 +207,7 @@ def bids(
     model: Model = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
     precision: PrecisionOption = PrecisionChoice.auto,
+    engine: EngineOption = EngineChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Tta = False,
     threshold: Threshold = None,
@@ -232,6 +243,7 @@ def bids(
             min_depth_mm,
             match_slices,
             precision,
+            engine,
         )
         run = bids_participant(bids_dir, output_dir, settings, selection, jobs, dask_scheduler)
     _finish(run, output_dir)
@@ -248,6 +260,7 @@ def batch(
     model: Model = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
     precision: PrecisionOption = PrecisionChoice.auto,
+    engine: EngineOption = EngineChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Tta = False,
     threshold: Threshold = None,
@@ -276,6 +289,7 @@ def batch(
         min_depth_mm,
         match_slices,
         precision,
+        engine,
     )
     run = run_batch(manifest, output_dir, settings, jobs, dask_scheduler)
     _finish(run, output_dir)

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from msnewlesions.cli.app import ConfigChoice, DeviceChoice, Quiet, Verbose, app, configure_logging
+from msnewlesions.cli.app import (
+    ConfigChoice,
+    DeviceChoice,
+    EngineChoice,
+    EngineOption,
+    Quiet,
+    Verbose,
+    app,
+    configure_logging,
+)
 
 
 class NetworkChoice(str, Enum):
@@ -244,6 +253,7 @@ def predict(
         list[str] | None, typer.Option("--folds", help="Folds to ensemble (default: all).")
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to predict.")] = DeviceChoice.cpu,
+    engine: EngineOption = EngineChoice.auto,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
@@ -262,11 +272,14 @@ def predict(
     configure_logging(verbose, quiet)
     from msnewlesions.commands.predict import predict_files
 
-    masks = predict_files(model, input, out, folds, device.value, tta, overwrite)
+    masks = predict_files(model, input, out, folds, device.value, tta, overwrite, engine.value)
     typer.echo(f"predicted: {out} ({len(masks)} case(s))")
 
 
-model_app = typer.Typer(help="Move trained models between machines.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="Move trained models between machines; prepare them for the CPU engines.",
+    no_args_is_help=True,
+)
 app.add_typer(model_app, name="model")
 
 
@@ -294,3 +307,31 @@ def model_import(
     from msnewlesions.model import nnunet
 
     typer.echo(str(nnunet.import_model(zip_file, out)))
+
+
+@model_app.command("prepare")
+def model_prepare(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Trained model folder or zip (default: the model shipped inside)."),
+    ] = None,
+    engine: EngineOption = EngineChoice.auto,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Export HD-BET and a model's networks for the CPU engines, ahead of the first run.
+
+    segment does this itself on first use (a few seconds, once per model and machine); prepare
+    does it in advance, e.g. when a container image is built. The graphs go to the cache folder:
+    MSNEWLESIONS_ENGINE_CACHE, else ~/.cache/msnewlesions/engines.
+
+    Example: msnewlesions model prepare --model my-model
+    """
+    configure_logging(verbose, quiet)
+    from msnewlesions.commands.engines import prepare_engines
+
+    graphs = prepare_engines(model, engine.value)
+    if not graphs:
+        typer.echo("nothing to prepare: the torch engine runs the checkpoints themselves")
+    for graph in graphs:
+        typer.echo(str(graph))

@@ -9,6 +9,8 @@ import typer
 
 from msnewlesions.cli.app import (
     DeviceChoice,
+    EngineChoice,
+    EngineOption,
     PrecisionChoice,
     PrecisionOption,
     Quiet,
@@ -39,6 +41,7 @@ def preprocess(
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     device: Annotated[DeviceChoice, typer.Option(help="Where HD-BET runs.")] = DeviceChoice.cpu,
     precision: PrecisionOption = PrecisionChoice.auto,
+    engine: EngineOption = EngineChoice.auto,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
     ] = False,
@@ -61,6 +64,7 @@ def preprocess(
         device=device.value,
         skull_stripped=skull_stripped.as_option(),
         precision=precision.value,
+        engine=engine.value,
     )
     pair = preprocess_files(baseline, followup, out, options, overwrite=overwrite)
     qc = pair.qc
@@ -142,6 +146,7 @@ def segment(
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run.")] = DeviceChoice.cpu,
     precision: PrecisionOption = PrecisionChoice.auto,
+    engine: EngineOption = EngineChoice.auto,
     skull_stripped: SkullStripped = SkullStrippedChoice.auto,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     threshold: Annotated[
@@ -190,7 +195,14 @@ def segment(
     if destination is None or (out is not None and mask is not None):
         raise MSNewLesionsError("give exactly one of --out DIR and -o MASK.")
     options = segment_options(
-        threshold, min_lesion_mm3, min_depth_mm, device, skull_stripped, match_slices, precision
+        threshold,
+        min_lesion_mm3,
+        min_depth_mm,
+        device,
+        skull_stripped,
+        match_slices,
+        precision,
+        engine,
     )
     result = segment_files(
         baseline,

@@ -161,6 +161,7 @@ def _predictor(settings: SegmentSettings) -> LesionPredictor:
         settings.device,
         settings.test_time_augmentation,
         settings.options.preprocess.precision,
+        settings.options.preprocess.engine,
     )
     if key not in _PREDICTORS:
         _PREDICTORS[key], _ = segment.load_predictor(*key)

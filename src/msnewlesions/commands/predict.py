@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from msnewlesions.atomic import atomic_output_folder
+from msnewlesions.engines import Engine
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import read_volume, write_volume
 from msnewlesions.lesions import PostprocessingSettings
@@ -73,8 +74,9 @@ def predict_files(
     device: str = "cpu",
     test_time_augmentation: bool = False,
     overwrite: bool = False,
+    engine: Engine = "auto",
 ) -> list[Path]:
-    """Load ``model`` (folder or zip; its folds ensembled unless ``folds`` names some) and run
-    :func:`predict_folder`."""
-    predictor = NewLesionPredictor(model, folds, device, test_time_augmentation)
+    """Load ``model`` (folder or zip; its folds ensembled unless ``folds`` names some; its
+    passes run by ``engine``, :mod:`msnewlesions.engines`) and run :func:`predict_folder`."""
+    predictor = NewLesionPredictor(model, folds, device, test_time_augmentation, engine=engine)
     return predict_folder(predictor, input_folder, output_folder, overwrite=overwrite)

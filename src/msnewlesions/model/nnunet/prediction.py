@@ -6,6 +6,7 @@ the same probabilities through either.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from msnewlesions.denormals import run_flushed
+from msnewlesions.engines import Engine, compile_network, engine_network, resolve_engine
 from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import Volume
 from msnewlesions.lesions import PostprocessingSettings, model_postprocessing
@@ -173,6 +175,7 @@ class NewLesionPredictor:
         mirror_axes: Sequence[int] | None = None,
         tile_step_size: float | None = None,
         precision: Precision = "auto",
+        engine: Engine = "auto",
     ) -> None:
         """``mirror_axes``: with ``test_time_augmentation``, mirror along these axes of the
         volumes only (0, 1, 2 as in ``Volume.array``; 0 is left-right in MNI space), one more
@@ -180,8 +183,12 @@ class NewLesionPredictor:
         ``tile_step_size``: the sliding window's step as a fraction of the patch (smaller: more
         overlapping windows, slower); None: the model folder's ``inference.json``, else 0.5.
         ``precision``: the network passes' number format on the CPU
-        (:mod:`msnewlesions.precision`; ``"auto"``: bfloat16 where the CPU has it)."""
+        (:mod:`msnewlesions.precision`; ``"auto"``: bfloat16 where the CPU has it).
+        ``engine``: what runs the passes (:mod:`msnewlesions.engines`; ``"auto"``: OpenVINO on
+        the CPU where it is installed); nnU-Net's sliding window and its Gaussian weighting stay
+        the same whichever runs them."""
         self.precision = resolve_precision(precision, device)
+        self.engine = resolve_engine(engine, device)
         with open_model(model) as folder:  # a zip is unpacked only while the weights load
             self.tile_step_size = (
                 model_tile_step_size(folder)
@@ -197,6 +204,25 @@ class NewLesionPredictor:
                 # nnU-Net sees the arrays transposed (k, j, i): volume axis a is its axis 2 - a.
                 self._predictor.allowed_mirroring_axes = tuple(sorted(2 - a for a in mirror_axes))
             self._postprocessing = model_postprocessing(folder)
+        if self.engine != "torch":
+            self._compile_folds()
+
+    def _compile_folds(self) -> None:
+        """Each fold's weights compiled by the engine; nnU-Net's predictor then calls them in
+        place of its PyTorch network."""
+        import torch
+
+        predictor = self._predictor
+        channels = len(predictor.dataset_json["channel_names"])
+        example = torch.zeros((1, channels, *predictor.configuration_manager.patch_size))
+        compiled = [
+            (weights, compile_network(
+                predictor.network, weights, example, self.engine, self.precision, "lesions"
+            ))
+            for weights in predictor.list_of_parameters
+        ]  # fmt: skip
+        self.precision = compiled[0][1].precision
+        predictor.network = engine_network(compiled)
 
     @property
     def postprocessing(self) -> PostprocessingSettings:
@@ -211,7 +237,12 @@ class NewLesionPredictor:
         properties = {"spacing": [float(s) for s in baseline.spacing[::-1]]}
 
         def predict() -> Any:
-            with network_precision(self._predictor.network, self.precision):
+            passes = (
+                network_precision(self._predictor.network, self.precision)
+                if self.engine == "torch"
+                else contextlib.nullcontext()
+            )
+            with passes:
                 return self._predictor.predict_single_npy_array(
                     data.astype(np.float32), properties, None, None, True
                 )
