@@ -82,43 +82,39 @@ def test_the_predictor_gives_nearly_the_same_probabilities_in_either_precision()
     assert maps["float32"][25, 25, 25] > 0.5 and maps["bfloat16"][25, 25, 25] > 0.5
 
 
-def test_the_precision_option_reaches_both_networks(
+def test_the_precision_and_engine_options_reach_both_networks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``segment --precision`` is HD-BET's (the preprocessing options) and the lesion
-    network's (the predictor's) number format."""
+    """``segment --precision`` and ``--engine`` are HD-BET's (the preprocessing options) and
+    the lesion network's (the predictor's)."""
     from msnewlesions.commands import segment
 
-    seen: list[tuple[object, object]] = []
+    seen: list[tuple[str, object, object]] = []
 
-    def record(model: object, device: object, tta: object, precision: object) -> None:
-        seen.append((precision, None))
+    def record(
+        model: object, device: object, tta: object, precision: object, engine: object
+    ) -> None:
+        seen.append(("lesion network", precision, engine))
         raise KeyboardInterrupt  # stop there: nothing else is under test
 
     monkeypatch.setattr(segment, "load_predictor", record)
     real_segment_files = segment.segment_files
 
     def keep_options(*args: Any, **kwargs: Any) -> Any:
-        options = args[4]
-        seen.append((None, options.preprocess.precision))
+        options = args[4].preprocess
+        seen.append(("hd-bet", options.precision, options.engine))
         return real_segment_files(*args, **kwargs)
 
     monkeypatch.setattr(segment, "segment_files", keep_options)
     files = write_example_pair(tmp_path / "example", seed=0)
     argv = ["segment", "--baseline", files["baseline"], "--followup", files["followup"]]
-    for choice in ("float32", "bfloat16", "auto"):
-        code, _, _ = run_cli(
-            [*argv, "--out", str(tmp_path / choice), "--precision", choice], capsys
-        )
-        assert code == 130 and not (tmp_path / choice).exists()
-    assert seen == [
-        (None, "float32"),
-        ("float32", None),
-        (None, "bfloat16"),
-        ("bfloat16", None),
-        (None, "auto"),
-        ("auto", None),
-    ]
+    runs = [("float32", "torch"), ("bfloat16", "onnxruntime"), ("auto", "auto")]
+    for number_format, engine in runs:
+        out = tmp_path / number_format
+        options = ["--out", str(out), "--precision", number_format, "--engine", engine]
+        code, _, _ = run_cli([*argv, *options], capsys)
+        assert code == 130 and not out.exists()
+    assert seen == [(n, p, e) for p, e in runs for n in ("hd-bet", "lesion network")]
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "x"), "--precision", "int8"], capsys)
     assert code != 0 and "int8" in err
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -42,6 +43,17 @@ def test_the_mask_has_the_follow_ups_geometry(segmented_real: dict) -> None:
     assert mask.shape == followup.shape
     np.testing.assert_array_equal(mask.affine, followup.affine)
     assert mask.get_data_dtype() == np.uint8
+
+
+def test_the_summary_says_what_ran_the_networks(segmented_real: dict) -> None:
+    """The default engine on the CPU: OpenVINO where installed, PyTorch otherwise."""
+    from msnewlesions.engines import resolve_engine
+    from msnewlesions.precision import resolve_precision
+
+    engines = json.loads((segmented_real["out"] / "summary.json").read_text())["engines"]
+    engine = resolve_engine("auto")
+    assert engines["lesion_network"]["engine"] == engines["hd_bet"]["engine"] == engine
+    assert engines["lesion_network"]["precision"] == resolve_precision("auto")
 
 
 def test_native_and_mni_lesions_agree_through_the_saved_transform(segmented_real: dict) -> None:
