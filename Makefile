@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_output
 
-.PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps
+.PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps dicom-deps
 
 # A new environment takes about 7 GB (torch's CUDA build, which also runs on the CPU): say so in one
 # sentence before pip runs out of space half-way.
@@ -76,3 +76,8 @@ container-deps:
 # The browser the report tests open pages in (Debian's chromium, headless), once, as root.
 browser-deps:
 	apt-get install -y --no-install-recommends chromium fonts-dejavu-core
+
+# The DICOM validator (dciodvfy, from dicom3tools) and the DICOM server (Orthanc) the DICOM tests
+# use, once, as root.
+dicom-deps:
+	apt-get install -y --no-install-recommends dicom3tools orthanc

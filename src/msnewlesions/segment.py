@@ -76,6 +76,8 @@ class Segmentation:
     seconds: dict[str, float]
     postprocessing: PostprocessingSettings
     match_slices: bool = True
+    #: Lesion numbers (those of ``lesions``) on the follow-up's native grid.
+    labels_native: Volume | None = None
 
     @property
     def preprocessed(self) -> PreprocessedPair:
@@ -155,6 +157,7 @@ def segment_pair(
         seconds,
         settings,
         options.match_slices,
+        labels_native,
     )
 
 

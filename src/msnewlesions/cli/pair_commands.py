@@ -175,6 +175,14 @@ def segment(
             "before comparing (fewer false new lesions between 2D and 3D acquisitions).",
         ),
     ] = True,
+    dicom_out: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-out/--no-dicom-out",
+            help="When the follow-up is a DICOM series, also write new_lesions.seg.dcm: a DICOM "
+            "Segmentation on its frames, one segment per lesion (default: on).",
+        ),
+    ] = True,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
@@ -214,6 +222,7 @@ def segment(
         tta,
         overwrite,
         mask_only=mask is not None,
+        dicom_out=dicom_out,
     )
     volume = result.total_volume_mm3
     typer.echo(f"{destination}: {len(result.lesions)} new lesion(s), {volume:.0f} mm3")

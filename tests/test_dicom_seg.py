@@ -1,0 +1,121 @@
+"""The new lesions as a DICOM SEG on the follow-up series' frames: voxel for voxel the NIfTI
+mask, whatever the slices' order and orientation, and valid for dciodvfy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from msnewlesions.dicom_seg import SEG_FILE, write_seg
+from msnewlesions.example import write_example_pair
+from msnewlesions.io import Volume, read_volume
+from tests.dicom_series import write_dicom_series
+from tests.fakes import CubesPredictor
+from tests.test_segment import CUBES
+
+pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
+
+
+def _frames_by_position(seg_path: Path, series: Path) -> np.ndarray:
+    """The SEG's label of every voxel of the series, placed by SimpleITK's own slice order (the
+    order the series is read in): array[i, j, k] as ``read_volume`` gives it, 0 where no
+    segment, else the segment number."""
+    import highdicom as hd
+    import pydicom
+
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series))
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    seg = hd.seg.segread(seg_path)
+    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=numbers)
+    labels = np.zeros(pixels.shape[:3], np.uint8)
+    for index, number in enumerate(numbers):
+        labels[pixels[..., index] > 0] = number
+    return labels.transpose(2, 1, 0)  # (k, row, column) -> (i = column, j = row, k)
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is not installed (make dicom-deps)")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reverse order"])
+def test_an_oblique_series_gets_each_lesion_as_its_segment(tmp_path: Path, reverse: bool) -> None:
+    """A series tilted 17 degrees about two axes, its files in either order: each segment holds
+    exactly its lesion's voxels."""
+    rng = np.random.default_rng(0)
+    a, b = 0.3, 0.2
+    rotation = np.array(
+        [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    ) @ np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.9, 1.1, 3.0])
+    affine[:3, 3] = [-20.0, -30.0, -15.0]
+    series = write_dicom_series(
+        Volume(rng.random((40, 48, 12)).astype(np.float32) * 100, affine),
+        tmp_path / "series",
+        reverse=reverse,
+    )
+    grid = read_volume(series)
+    labels = np.zeros(grid.shape, np.uint8)
+    labels[5:10, 5:10, 2:4] = 1
+    labels[20:25, 30:34, 8] = 2
+    path = write_seg(grid.with_array(labels), [1, 2], series, tmp_path / SEG_FILE, "test", "0")
+    assert path is not None
+    np.testing.assert_array_equal(_frames_by_position(path, series), labels)
+    assert _dciodvfy_errors(path) == []
+
+
+def test_no_lesion_writes_no_seg(tmp_path: Path) -> None:
+    """A SEG needs at least one segment: with no new lesion there is none (the report, the
+    table and summary.json say 0)."""
+    grid = Volume(np.zeros((8, 8, 4), np.uint8), np.eye(4))
+    assert write_seg(grid, [], tmp_path, tmp_path / SEG_FILE, "test", "0") is None
+    assert not (tmp_path / SEG_FILE).exists()
+
+
+def test_segment_on_a_dicom_follow_up_writes_the_seg_of_its_mask(tmp_path: Path) -> None:
+    """The example pair with its follow-up as a DICOM series: the SEG's frames are
+    new_lesions.nii.gz voxel for voxel, in the follow-up's patient and study, as a new series,
+    one segment per row of lesions.csv; --no-dicom-out writes none."""
+    import csv
+
+    import highdicom as hd
+    import pydicom
+
+    from msnewlesions.commands import segment as segment_command
+
+    example = write_example_pair(tmp_path / "example", seed=4)
+    series = write_dicom_series(read_volume(example["followup"]), tmp_path / "followup-dicom")
+    out = tmp_path / "out"
+    segment_command.segment_files(
+        example["baseline"], series, out, "cubes", predictor=CubesPredictor(CUBES)
+    )
+    mask = read_volume(out / "new_lesions.nii.gz").array
+    with (out / "lesions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and mask.any()
+    labels = _frames_by_position(out / SEG_FILE, series)
+    np.testing.assert_array_equal(labels > 0, mask > 0)
+    for row in rows:
+        assert (labels == int(row["lesion_id"])).sum() == int(row["voxels_native"])
+    seg = hd.seg.segread(out / SEG_FILE)
+    source = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
+    assert seg.PatientID == source.PatientID and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.SeriesInstanceUID != source.SeriesInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["New lesion 1", "New lesion 2"]
+    assert _dciodvfy_errors(out / SEG_FILE) == []
+
+    plain = tmp_path / "plain"
+    segment_command.segment_files(
+        example["baseline"], series, plain, "cubes", predictor=CubesPredictor(CUBES),
+        dicom_out=False,
+    )  # fmt: skip
+    assert not (plain / SEG_FILE).exists()
