@@ -1,17 +1,21 @@
-"""The new lesions as a DICOM SEG on the follow-up series' frames: voxel for voxel the NIfTI
-mask, whatever the slices' order and orientation, and valid for dciodvfy."""
+"""The new lesions as a DICOM SEG on the follow-up series' frames (voxel for voxel the NIfTI
+mask, whatever the slices' order and orientation) and their figures as a TID 1500 SR (those of
+summary.json and lesions.csv), both valid for dciodvfy."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from msnewlesions.dicom_seg import SEG_FILE, write_seg
+from msnewlesions.dicom_seg import SEG_FILE, read_series_datasets, write_seg
+from msnewlesions.dicom_sr import SR_FILE
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import Volume, read_volume
 from tests.dicom_series import write_dicom_series
@@ -37,6 +41,29 @@ def _frames_by_position(seg_path: Path, series: Path) -> np.ndarray:
     for index, number in enumerate(numbers):
         labels[pixels[..., index] > 0] = number
     return labels.transpose(2, 1, 0)  # (k, row, column) -> (i = column, j = row, k)
+
+
+def _numbers(sr_path: Path) -> list[tuple[str, float, int | None]]:
+    """Every numeric item of an SR's content tree, in order: (code value, number, the segment
+    number its group references or None)."""
+    import pydicom
+
+    found: list[tuple[str, float, int | None]] = []
+
+    def walk(items: Any, segment: int | None) -> None:
+        # A measurement group's segment is referenced by a sibling of its measurements.
+        for item in items:
+            for reference in getattr(item, "ReferencedSOPSequence", []):
+                segment = int(getattr(reference, "ReferencedSegmentNumber", segment or 0)) or None
+        for item in items:
+            if item.ValueType == "NUM":
+                code = item.ConceptNameCodeSequence[0].CodeValue
+                found.append((code, float(item.MeasuredValueSequence[0].NumericValue), segment))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence, segment)
+
+    walk(pydicom.dcmread(sr_path).ContentSequence, None)
+    return found
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
@@ -67,7 +94,8 @@ def test_an_oblique_series_gets_each_lesion_as_its_segment(tmp_path: Path, rever
     labels = np.zeros(grid.shape, np.uint8)
     labels[5:10, 5:10, 2:4] = 1
     labels[20:25, 30:34, 8] = 2
-    path = write_seg(grid.with_array(labels), [1, 2], series, tmp_path / SEG_FILE, "test", "0")
+    datasets = read_series_datasets(series)
+    path = write_seg(grid.with_array(labels), [1, 2], datasets, tmp_path / SEG_FILE, "test", "0")
     assert path is not None
     np.testing.assert_array_equal(_frames_by_position(path, series), labels)
     assert _dciodvfy_errors(path) == []
@@ -77,7 +105,7 @@ def test_no_lesion_writes_no_seg(tmp_path: Path) -> None:
     """A SEG needs at least one segment: with no new lesion there is none (the report, the
     table and summary.json say 0)."""
     grid = Volume(np.zeros((8, 8, 4), np.uint8), np.eye(4))
-    assert write_seg(grid, [], tmp_path, tmp_path / SEG_FILE, "test", "0") is None
+    assert write_seg(grid, [], [], tmp_path / SEG_FILE, "test", "0") is None
     assert not (tmp_path / SEG_FILE).exists()
 
 
@@ -113,9 +141,26 @@ def test_segment_on_a_dicom_follow_up_writes_the_seg_of_its_mask(tmp_path: Path)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["New lesion 1", "New lesion 2"]
     assert _dciodvfy_errors(out / SEG_FILE) == []
 
+    summary = json.loads((out / "summary.json").read_text())
+    numbers = _numbers(out / SR_FILE)
+    assert ("NEWLESIONCOUNT", summary["new_lesion_count"], None) in numbers
+    assert ("NEWLESIONVOLUME", summary["new_lesion_volume_mm3"], None) in numbers
+    for number, row in enumerate(rows, start=1):
+        assert ("118565006", float(row["volume_mm3"]), number) in numbers  # SNOMED CT Volume
+        assert ("MAXPROBABILITY", float(row["max_probability"]), number) in numbers
+    assert _dciodvfy_errors(out / SR_FILE) == []
+
     plain = tmp_path / "plain"
     segment_command.segment_files(
         example["baseline"], series, plain, "cubes", predictor=CubesPredictor(CUBES),
         dicom_out=False,
     )  # fmt: skip
-    assert not (plain / SEG_FILE).exists()
+    assert not (plain / SEG_FILE).exists() and not (plain / SR_FILE).exists()
+
+    none = tmp_path / "none"
+    segment_command.segment_files(
+        example["baseline"], series, none, "cubes", predictor=CubesPredictor([])
+    )
+    assert not (none / SEG_FILE).exists()  # no segment to hold: no SEG
+    assert _numbers(none / SR_FILE) == [("NEWLESIONCOUNT", 0, None), ("NEWLESIONVOLUME", 0, None)]
+    assert _dciodvfy_errors(none / SR_FILE) == []

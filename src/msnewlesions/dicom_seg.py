@@ -78,19 +78,19 @@ def frame_of(labels: Volume, dataset: pydicom.Dataset) -> np.ndarray:
 def write_seg(
     labels_native: Volume,
     lesion_ids: Sequence[int],
-    series_folder: str | Path,
+    datasets: Sequence[pydicom.Dataset],
     path: str | Path,
     model_name: str,
     version: str,
 ) -> Path | None:
     """Write the SEG of the numbered lesions ``labels_native`` (the follow-up's grid) at
-    ``path``; None (nothing written) when there is no lesion."""
+    ``path``, on the frames of the follow-up series ``datasets`` (:func:`read_series_datasets`);
+    None (nothing written) when there is no lesion."""
     if not lesion_ids:
         return None
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    datasets = read_series_datasets(series_folder)
     frames = np.stack([frame_of(labels_native, dataset) for dataset in datasets])
     segments = np.stack([frames == lesion for lesion in lesion_ids], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -113,7 +113,7 @@ def write_seg(
         for number, lesion in enumerate(lesion_ids, start=1)
     ]
     seg: Any = hd.seg.Segmentation(
-        source_images=datasets,
+        source_images=list(datasets),
         pixel_array=segments.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

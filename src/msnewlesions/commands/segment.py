@@ -63,16 +63,28 @@ def write_segmentation(
     )
     write_text_atomically(folder / "report.html", page)
     if dicom_series is not None and result.labels_native is not None:
-        from msnewlesions.dicom_seg import SEG_FILE, write_seg
+        write_dicom_outputs(result, summary, folder, dicom_series)
 
-        write_seg(
-            result.labels_native,
-            [lesion.lesion_id for lesion in result.lesions],
-            dicom_series,
-            folder / SEG_FILE,
-            summary.model,
-            summary.versions.get("msnewlesions", "unknown"),
-        )
+
+def write_dicom_outputs(
+    result: Segmentation, summary: SegmentationSummary, folder: Path, dicom_series: Path
+) -> None:
+    """``new_lesions.seg.dcm`` (when there are lesions) and ``new_lesions.sr.dcm`` on the
+    follow-up's DICOM series, into ``folder``."""
+    import pydicom
+
+    from msnewlesions.dicom_seg import SEG_FILE, read_series_datasets, write_seg
+    from msnewlesions.dicom_sr import SR_FILE, write_sr
+
+    assert result.labels_native is not None
+    datasets = read_series_datasets(dicom_series)
+    version = summary.versions.get("msnewlesions", "unknown")
+    ids = [lesion.lesion_id for lesion in result.lesions]
+    seg_path = write_seg(
+        result.labels_native, ids, datasets, folder / SEG_FILE, summary.model, version
+    )
+    seg = pydicom.dcmread(seg_path, stop_before_pixels=True) if seg_path else None
+    write_sr(result.lesions, datasets, seg, folder / SR_FILE, summary.model, version)
 
 
 def load_predictor(
