@@ -132,8 +132,11 @@ def test_segment_on_a_dicom_follow_up_writes_the_seg_of_its_mask(tmp_path: Path)
     assert len(rows) == 2 and mask.any()
     labels = _frames_by_position(out / SEG_FILE, series)
     np.testing.assert_array_equal(labels > 0, mask > 0)
+    assert [int(row["dicom_seg_segment"]) for row in rows] == [1, 2]
     for row in rows:
-        assert (labels == int(row["lesion_id"])).sum() == int(row["voxels_native"])
+        assert (labels == int(row["dicom_seg_segment"])).sum() == int(row["voxels_native"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Lesion 2 (DICOM SEG segment 2)" in page and SR_FILE in page
     seg = hd.seg.segread(out / SEG_FILE)
     source = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
     assert seg.PatientID == source.PatientID and seg.StudyInstanceUID == source.StudyInstanceUID
@@ -142,6 +145,7 @@ def test_segment_on_a_dicom_follow_up_writes_the_seg_of_its_mask(tmp_path: Path)
     assert _dciodvfy_errors(out / SEG_FILE) == []
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["dicom_outputs"] == {"seg": SEG_FILE, "sr": SR_FILE}
     numbers = _numbers(out / SR_FILE)
     assert ("NEWLESIONCOUNT", summary["new_lesion_count"], None) in numbers
     assert ("NEWLESIONVOLUME", summary["new_lesion_volume_mm3"], None) in numbers

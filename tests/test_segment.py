@@ -293,7 +293,11 @@ def cubes_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> CubesPredictor:
     predictor = CubesPredictor(CUBES)
 
     def load(
-        model: object, device: str = "cpu", tta: bool = False, precision: str = "auto"
+        model: object,
+        device: str = "cpu",
+        tta: bool = False,
+        precision: str = "auto",
+        engine: str = "auto",
     ) -> tuple:
         return predictor, Path("cubes")
 

@@ -181,6 +181,9 @@ class SegmentationSummary:
     versions: dict[str, str]
     #: What ran each network's passes (``hd_bet``, ``lesion_network``): engine and precision.
     engines: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The DICOM objects written beside the NIfTI outputs (``seg``, ``sr``: file names), when
+    #: the follow-up was a DICOM series. Segment *n* of the SEG is lesion *n*.
+    dicom_outputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(

@@ -49,10 +49,16 @@ def write_segmentation(
     write_transforms(result.preprocessed, folder)
     mni_mask = result.labels_mni.with_array((result.labels_mni.array > 0).astype(np.uint8))
     write_volume(mni_mask, folder / "new_lesions_mni.nii.gz", np.uint8)
+    seg_segments = "seg" in summary.dicom_outputs
     with (folder / "lesions.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(LESION_TABLE_COLUMNS))
+        columns = [*LESION_TABLE_COLUMNS, *(["dicom_seg_segment"] if seg_segments else [])]
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(lesion.as_row() for lesion in result.lesions)
+        for number, lesion in enumerate(result.lesions, start=1):
+            row = lesion.as_row()
+            if seg_segments:
+                row["dicom_seg_segment"] = number
+            writer.writerow(row)
     write_json_atomically(folder / "summary.json", summary.as_dict())
     page = render_report(
         summary,
@@ -174,5 +180,13 @@ def segment_files(
         )
         with atomic_output_folder(out, overwrite) as staging:
             series = followup_path if dicom_out and followup_path.is_dir() else None
+            if series is not None:
+                from msnewlesions.dicom_seg import SEG_FILE
+                from msnewlesions.dicom_sr import SR_FILE
+
+                summary.dicom_outputs = {
+                    "sr": SR_FILE,
+                    **({"seg": SEG_FILE} if result.lesions else {}),
+                }
             write_segmentation(result, summary, staging, series)
         return result

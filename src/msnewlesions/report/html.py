@@ -217,13 +217,26 @@ def render_report(
         f'<div class="warning">&#9888; {html.escape(str(w))}</div>' for w in summary.warnings
     )
     sections = []
-    for lesion in lesions:
+    dicom = summary.dicom_outputs
+    dicom_note = (
+        "; for the PACS, " + " and ".join(
+            [*([f"{dicom['seg']} (lesion n is its segment n)"] if "seg" in dicom else []),
+             *([f"{dicom['sr']} (the figures)"] if "sr" in dicom else [])]
+        )
+        if dicom
+        else ""
+    )  # fmt: skip
+
+    def seg_note(index: int) -> str:
+        return f" (DICOM SEG segment {index})" if "seg" in dicom else ""
+
+    for index, lesion in enumerate(lesions, start=1):
         before, after, outlined, edges = lesion_views(lesion, baseline, followup, labels)
         x, y, z = lesion.centroid_mni_mm
         nx, ny, nz = lesion.centroid_native_mm
         sections.append(
             f'<section class="lesion" id="lesion-{lesion.lesion_id}">'
-            f"<h3>Lesion {lesion.lesion_id}: {lesion.volume_mm3:.0f} mm&sup3;, "
+            f"<h3>Lesion {lesion.lesion_id}{seg_note(index)}: {lesion.volume_mm3:.0f} mm&sup3;, "
             f"{html.escape(lesion.location or 'location not classified')}</h3>"
             f'<p class="muted">Centre MNI ({x:.0f}, {y:.0f}, {z:.0f}) mm; on the follow-up scan '
             f"({nx:.1f}, {ny:.1f}, {nz:.1f}) mm (RAS); maximum probability "
@@ -256,7 +269,7 @@ def render_report(
         '<p class="muted">A research support tool: every finding needs expert review. Views are '
         "on the registered and preprocessed images (MNI space; neurological convention: the "
         "patient's right on the right); the mask on the follow-up's own grid is "
-        "new_lesions.nii.gz.</p>"
+        f"new_lesions.nii.gz{dicom_note}.</p>"
         + (f"<h2>Both visits</h2>{viewer}" if viewer else "")
         + f'<h2>Quality checks</h2><table class="qc">{_qc_rows(summary)}</table>'
         "<h2>Registration check</h2>"
