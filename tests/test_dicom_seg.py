@@ -168,3 +168,60 @@ def test_segment_on_a_dicom_follow_up_writes_the_seg_of_its_mask(tmp_path: Path)
     assert not (none / SEG_FILE).exists()  # no segment to hold: no SEG
     assert _numbers(none / SR_FILE) == [("NEWLESIONCOUNT", 0, None), ("NEWLESIONVOLUME", 0, None)]
     assert _dciodvfy_errors(none / SR_FILE) == []
+
+
+def test_send_to_stores_the_seg_and_sr_in_a_real_orthanc(tmp_path: Path) -> None:
+    """``--send-to`` into Orthanc on localhost: both objects arrive, read back through
+    Orthanc's REST API, in the follow-up's patient and study."""
+    import pydicom
+
+    from msnewlesions.cli import main
+    from tests.orthanc import running_orthanc
+
+    example = write_example_pair(tmp_path / "example", seed=4)
+    series = write_dicom_series(read_volume(example["followup"]), tmp_path / "followup-dicom")
+    source = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
+    (tmp_path / "orthanc").mkdir()
+    with running_orthanc(tmp_path / "orthanc") as orthanc, pytest.MonkeyPatch.context() as patch:
+        from msnewlesions.commands import segment as segment_command
+
+        patch.setattr(
+            segment_command, "load_predictor", lambda *a: (CubesPredictor(CUBES), Path("cubes"))
+        )
+        node = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+        argv = ["segment", "--baseline", example["baseline"], "--followup", str(series)]
+        assert main([*argv, "--out", str(tmp_path / "out"), "--send-to", node, "-q"]) == 0
+        instances = [
+            orthanc.get(f"/instances/{i}/tags?simplify") for i in orthanc.get("/instances")
+        ]
+    modalities = sorted(tags["Modality"] for tags in instances)
+    assert modalities == ["SEG", "SR"]
+    for tags in instances:
+        assert tags["StudyInstanceUID"] == source.StudyInstanceUID
+        assert tags["PatientID"] == source.PatientID
+
+
+def test_an_unreachable_node_is_one_error_and_the_outputs_stay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from msnewlesions.cli import main
+
+    example = write_example_pair(tmp_path / "example", seed=4)
+    series = write_dicom_series(read_volume(example["followup"]), tmp_path / "followup-dicom")
+    with pytest.MonkeyPatch.context() as patch:
+        from msnewlesions.commands import segment as segment_command
+
+        patch.setattr(
+            segment_command, "load_predictor", lambda *a: (CubesPredictor(CUBES), Path("cubes"))
+        )
+        argv = ["segment", "--baseline", example["baseline"], "--followup", str(series)]
+        out = tmp_path / "out"
+        code = main([*argv, "--out", str(out), "--send-to", "PACS@127.0.0.1:9", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert (
+        code != 0 and "PACS@127.0.0.1:9 could not be reached" in err and len(err.splitlines()) == 1
+    )
+    assert (out / SEG_FILE).exists() and (out / SR_FILE).exists()
+    code = main([*argv, "--out", str(tmp_path / "x"), "--send-to", "no-port", "-q"])
+    assert code != 0 and "AET@HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

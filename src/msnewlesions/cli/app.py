@@ -89,6 +89,18 @@ EngineOption = Annotated[
 ]
 
 
+SendTo = Annotated[
+    str | None,
+    typer.Option(
+        "--send-to",
+        metavar="AET@HOST:PORT",
+        help="Store the DICOM SEG and SR on this DICOM node (C-STORE) once the outputs are "
+        "complete, e.g. PACS@pacs.example.org:104; for DICOM follow-ups. A node that refuses "
+        "them or cannot be reached is an error; the local outputs are kept.",
+    ),
+]
+
+
 def segment_options(
     threshold: float | None,
     min_lesion_mm3: float | None,

@@ -15,6 +15,7 @@ from msnewlesions.cli.app import (
     PrecisionChoice,
     PrecisionOption,
     Quiet,
+    SendTo,
     SkullStripped,
     SkullStrippedChoice,
     Verbose,
@@ -125,6 +126,7 @@ def _settings(
     match_slices: bool,
     precision: PrecisionChoice = PrecisionChoice.auto,
     engine: EngineChoice = EngineChoice.auto,
+    send_to: str | None = None,
 ) -> SegmentSettings:
     from msnewlesions.cohort.engine import SegmentSettings
 
@@ -138,7 +140,7 @@ def _settings(
         precision,
         engine,
     )
-    return SegmentSettings(model, options, device.value, tta)
+    return SegmentSettings(model, options, device.value, tta, send_to=send_to)
 
 
 def _finish(run: CohortRun, output_dir: Path) -> None:
@@ -267,6 +269,7 @@ def batch(
     min_lesion_mm3: MinLesion = None,
     min_depth_mm: MinDepth = None,
     match_slices: MatchSlices = True,
+    send_to: SendTo = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -290,6 +293,7 @@ def batch(
         match_slices,
         precision,
         engine,
+        send_to,
     )
     run = run_batch(manifest, output_dir, settings, jobs, dask_scheduler)
     _finish(run, output_dir)

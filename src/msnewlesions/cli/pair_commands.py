@@ -14,6 +14,7 @@ from msnewlesions.cli.app import (
     PrecisionChoice,
     PrecisionOption,
     Quiet,
+    SendTo,
     SkullstripChoice,
     SkullStripped,
     SkullStrippedChoice,
@@ -183,6 +184,7 @@ def segment(
             "Segmentation on its frames, one segment per lesion (default: on).",
         ),
     ] = True,
+    send_to: SendTo = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
@@ -223,6 +225,7 @@ def segment(
         overwrite,
         mask_only=mask is not None,
         dicom_out=dicom_out,
+        send_to=send_to,
     )
     volume = result.total_volume_mm3
     typer.echo(f"{destination}: {len(result.lesions)} new lesion(s), {volume:.0f} mm3")

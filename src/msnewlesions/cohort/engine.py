@@ -66,6 +66,8 @@ class SegmentSettings:
     device: str = "cpu"
     test_time_augmentation: bool = False
     segmenter: Callable[[Pair, Path, SegmentSettings], None] | None = None
+    #: ``AET@HOST:PORT``: each pair's DICOM SEG and SR are stored there (DICOM follow-ups).
+    send_to: str | None = None
 
     def record(self) -> dict[str, Any]:
         """What the results depend on (a rerun into the same folder must agree)."""
@@ -182,6 +184,7 @@ def segment_into(pair: Pair, folder: Path, settings: SegmentSettings) -> None:
         settings.device,
         settings.test_time_augmentation,
         predictor=_predictor(settings),
+        send_to=settings.send_to,
     )
 
 

@@ -22,6 +22,7 @@ from msnewlesions.atomic import (
     write_text_atomically,
 )
 from msnewlesions.engines import Engine
+from msnewlesions.errors import MSNewLesionsError
 from msnewlesions.io import read_volume, sha256_of, write_volume, write_volume_atomically
 from msnewlesions.postprocessing import LESION_TABLE_COLUMNS
 from msnewlesions.precision import Precision
@@ -129,6 +130,7 @@ def segment_files(
     mask_only: bool = False,
     predictor: LesionPredictor | None = None,
     dicom_out: bool = True,
+    send_to: str | None = None,
 ) -> Segmentation:
     """Read, segment and write. ``mask_only`` (MSSEG-2's container form) writes just the mask
     to the file ``out``; otherwise ``out`` is a folder that receives every output.
@@ -136,11 +138,22 @@ def segment_files(
     ``predictor`` replaces the network of ``model`` (a loaded or a test predictor); ``model``
     is then only the name recorded in the summary. ``dicom_out``: when the follow-up is a DICOM
     series, also write the new lesions as a DICOM SEG on its frames
-    (:mod:`msnewlesions.dicom_seg`).
+    (:mod:`msnewlesions.dicom_seg`) and SR (:mod:`msnewlesions.dicom_sr`). ``send_to``
+    (``AET@HOST:PORT``): store those on that DICOM node once the outputs are complete.
     """
     options = options or SegmentOptions()
     baseline_path, followup_path, out = Path(baseline_path), Path(followup_path), Path(out)
     inputs = (baseline_path, followup_path)
+    node = None
+    if send_to is not None:
+        from msnewlesions.dicom_send import DicomNode
+
+        node = DicomNode.parse(send_to)
+        if mask_only or not dicom_out or not followup_path.is_dir():
+            raise MSNewLesionsError(
+                "--send-to sends the DICOM SEG and SR, which are made when the follow-up is a "
+                "DICOM series and --out is given (without --no-dicom-out)."
+            )
     if mask_only:
         check_output_file(out, overwrite, inputs)
     else:
@@ -189,4 +202,8 @@ def segment_files(
                     **({"seg": SEG_FILE} if result.lesions else {}),
                 }
             write_segmentation(result, summary, staging, series)
-        return result
+    if node is not None:
+        from msnewlesions.dicom_send import send
+
+        send([out / name for name in summary.dicom_outputs.values()], node)
+    return result
