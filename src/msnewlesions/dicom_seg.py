@@ -5,8 +5,9 @@ When the follow-up was read from a DICOM series, ``segment`` also writes
 of ``lesions.csv``), on the follow-up's frames, referencing its SOP instances, in the same patient
 and study, as a new series. Each frame of the SEG is the mask sampled at the centres of that
 frame's pixels (through the series' own positions and orientation), so slices stored in any order,
-oblique ones included, get exactly the mask of ``new_lesions.nii.gz``. With no new lesion no SEG
-is written (a SEG needs at least one segment; an empty one would show nothing in a viewer).
+oblique ones included, get exactly the mask of ``new_lesions.nii.gz``. A lesion too small to hold
+a voxel of the follow-up's grid keeps its segment, empty, so that segment *n* stays lesion *n*.
+With no new lesion no SEG is written (a SEG needs at least one segment).
 """
 
 from __future__ import annotations
