@@ -22,7 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from msnewlesions.cohort.engine import SegmentSettings, usable_cores
+from msnewlesions.cohort.engine import usable_cores
+from msnewlesions.cohort.pair_job import SegmentSettings
 from msnewlesions.commands.cohort import bids_participant
 from msnewlesions.example import write_example_cohort
 from msnewlesions.validation import open_ms_pairs

@@ -21,11 +21,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from msnewlesions.cohort import engine
+from msnewlesions.cohort import engine, pair_job
 from msnewlesions.cohort.bids import discover_bids
-from msnewlesions.cohort.engine import SegmentSettings, pair_lock
 from msnewlesions.cohort.manifest import read_manifest
 from msnewlesions.cohort.outputs import BidsPairOutputs, failure_path
+from msnewlesions.cohort.pair_job import SegmentSettings, pair_lock
 from msnewlesions.cohort.pairs import Visit, pair_visits
 from msnewlesions.commands.cohort import (
     BidsSelection,
@@ -297,7 +297,7 @@ def test_a_killed_driver_loses_the_pairs_in_flight_and_a_rerun_finishes(
     out = tmp_path / "derivatives"
     script = (
         "import sys; sys.path.insert(0, sys.argv[3])\n"
-        "from msnewlesions.cohort.engine import SegmentSettings\n"
+        "from msnewlesions.cohort.pair_job import SegmentSettings\n"
         "from msnewlesions.commands.cohort import bids_participant\n"
         "from tests.fakes import threshold_segmenter\n"
         "bids_participant(sys.argv[1], sys.argv[2], SegmentSettings("
@@ -333,7 +333,7 @@ def test_drivers_sharing_an_output_folder_never_write_the_same_pair(
         assert taken
         run = bids_participant(cohort, out, FAKE, BidsSelection(["01"]), jobs=1)
     assert [(o.status, o.reason) for o in run.outcomes] == [
-        ("failed", engine.BUSY),
+        ("failed", pair_job.BUSY),
         ("done", ""),
     ]
     assert not failure_path(out, pairs[0].pair.key).exists()  # not the pair's own failure
@@ -472,7 +472,7 @@ def test_the_real_segment_publishes_into_bids_names(
 
     monkeypatch.setattr(model_inputs, "preprocess_pair", preprocess_once)
     monkeypatch.setattr(segment_command, "load_predictor", lambda *a: (CubesPredictor(CUBES), None))
-    monkeypatch.setattr(engine, "_PREDICTORS", {})
+    monkeypatch.setattr(pair_job, "_PREDICTORS", {})
     example = write_example_pair(tmp_path / "example", seed=4)
     root = tmp_path / "bids"
     for session, role in (("01", "baseline"), ("02", "followup")):
@@ -481,7 +481,7 @@ def test_the_real_segment_publishes_into_bids_names(
         os.link(example[role], target)
     pair = pair_visits(discover_bids(root).visits)[0]
     outputs = BidsPairOutputs(tmp_path / "out", pair)
-    outcome = engine.process_pair(outputs, SegmentSettings(model=Path("cubes")))
+    outcome = pair_job.process_pair(outputs, SegmentSettings(model=Path("cubes")))
     assert outcome.status == "done", outcome.reason
     assert outputs.is_complete()
     summary = outputs.summary()

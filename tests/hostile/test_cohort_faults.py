@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from msnewlesions.cohort.engine import SegmentSettings
 from msnewlesions.cohort.group import group_rows
+from msnewlesions.cohort.pair_job import SegmentSettings
 from msnewlesions.commands.cohort import batch, bids_group, bids_participant
 from tests.test_cohort import FAKE, A, _resolving_segmenter, flair, scan
 
@@ -80,7 +80,7 @@ def test_a_batch_run_killed_with_sigkill_and_run_again_completes(tmp_path: Path)
     out = tmp_path / "out"
     script = (
         "import sys; sys.path.insert(0, sys.argv[3])\n"
-        "from msnewlesions.cohort.engine import SegmentSettings\n"
+        "from msnewlesions.cohort.pair_job import SegmentSettings\n"
         "from msnewlesions.commands.cohort import batch\n"
         "from tests.fakes import threshold_segmenter\n"
         "batch(sys.argv[1], sys.argv[2], SegmentSettings(segmenter=threshold_segmenter), jobs=1)\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from msnewlesions import resources
-from msnewlesions.cohort import engine
+from msnewlesions.cohort import engine, pair_job
 from tests.conftest import run_cli
 
 
@@ -67,7 +67,7 @@ def test_a_dask_worker_below_one_pairs_need_fails_the_pair_with_the_reason(
     followup = scan(tmp_path / "f.nii.gz", [A])
     manifest = tmp_path / "pairs.csv"
     manifest.write_text(f"id,baseline,followup\np1,{baseline},{followup}\n")
-    settings = engine.SegmentSettings(segmenter=threshold_segmenter)
+    settings = pair_job.SegmentSettings(segmenter=threshold_segmenter)
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GB",
         dashboard_address=None,

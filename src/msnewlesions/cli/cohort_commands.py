@@ -26,7 +26,7 @@ from msnewlesions.cli.app import (
 from msnewlesions.errors import MSNewLesionsError
 
 if TYPE_CHECKING:
-    from msnewlesions.cohort.engine import SegmentSettings
+    from msnewlesions.cohort.pair_job import SegmentSettings
     from msnewlesions.commands.cohort import CohortRun
 
 
@@ -128,7 +128,7 @@ def _settings(
     engine: EngineChoice = EngineChoice.auto,
     send_to: str | None = None,
 ) -> SegmentSettings:
-    from msnewlesions.cohort.engine import SegmentSettings
+    from msnewlesions.cohort.pair_job import SegmentSettings
 
     options = segment_options(
         threshold,

@@ -6,8 +6,10 @@
 * :mod:`~msnewlesions.cohort.manifest`: a plain CSV of pairs, for users without BIDS;
 * :mod:`~msnewlesions.cohort.outputs`: where a pair's results go (a BIDS derivatives dataset, or a
   folder per pair), when they are complete, and the record of a pair that failed;
+* :mod:`~msnewlesions.cohort.pair_job`: one pair segmented into a private folder and published
+  whole, under a lock; a failure becomes its recorded outcome;
 * :mod:`~msnewlesions.cohort.engine`: the pairs run on a local process pool or an existing Dask
-  cluster; complete pairs are skipped, failures are recorded and do not stop the others;
+  cluster; complete pairs are skipped, failures do not stop the others;
 * :mod:`~msnewlesions.cohort.group`: the cohort table and its page.
 
 This layer sits above ``segment`` and ``report``, beside ``commands``.

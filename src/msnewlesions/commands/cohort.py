@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from msnewlesions.cohort.bids import discover_bids
-from msnewlesions.cohort.engine import PairOutcome, SegmentSettings, run_pairs
+from msnewlesions.cohort.engine import run_pairs
 from msnewlesions.cohort.group import GroupRow, group_rows, write_group
 from msnewlesions.cohort.manifest import read_manifest
 from msnewlesions.cohort.outputs import (
@@ -22,6 +22,7 @@ from msnewlesions.cohort.outputs import (
     bidsignore,
     describe_run,
 )
+from msnewlesions.cohort.pair_job import PairOutcome, SegmentSettings
 from msnewlesions.cohort.pairs import PairPolicy, pair_visits
 from msnewlesions.errors import MSNewLesionsError
 
