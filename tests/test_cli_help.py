@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,40 @@ def test_help_shows_the_defaults_its_options_state(
     text = re.sub(r"[\s│]+", " ", out)  # the box's borders and line breaks
     for default in stated:
         assert default in text
+
+
+def _commands() -> list[list[str]]:
+    import typer.main
+
+    from msnewlesions.cli import app
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        if hasattr(command, "commands"):  # a group
+            return [
+                found
+                for name, sub in command.commands.items()
+                for found in walk(sub, [*path, name])
+            ]
+        return [path]
+
+    return walk(typer.main.get_command(app), [])
+
+
+def test_every_command_has_whole_sentences_and_an_example(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command's --help: a description whose paragraphs end as sentences do, and one
+    example line that starts with the program's name."""
+    monkeypatch.setenv("COLUMNS", "300")
+    commands = _commands()
+    assert len(commands) >= 15
+    for command in commands:
+        code, out, _ = run_cli([*command, "--help"], capsys)
+        assert code == 0, command
+        description = out.split("Usage:", 1)[1].split("╭", 1)[0]
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", description)[1:]]
+        paragraphs = [p for p in paragraphs if p]
+        examples = [p for p in paragraphs if p.startswith("Example: msnewlesions ")]
+        assert len(examples) == 1, (command, paragraphs)
+        for paragraph in paragraphs:
+            assert paragraph.endswith((".", ")")) or paragraph in examples, (command, paragraph)

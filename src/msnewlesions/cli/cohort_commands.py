@@ -225,6 +225,8 @@ def bids(
     (sub-*/ses-*/anat/*_FLAIR.nii.gz, or .nii) is segmented into OUTPUT_DIR, a BIDS derivatives
     dataset; pairs already complete are skipped, a failing pair is recorded and the others go on.
     group: OUTPUT_DIR/group/new_lesions.tsv and report.html. Exit status 1 when a pair failed.
+
+    Example: msnewlesions bids /data/ms-study /data/ms-study/derivatives/msnewlesions participant
     """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.cohort import BidsSelection, bids_group, bids_participant
@@ -278,6 +280,8 @@ def batch(
     Each pair's segment outputs go to OUTPUT_DIR/<id>/; then OUTPUT_DIR/group/new_lesions.tsv
     and report.html. Optional columns: subject, baseline_date, followup_date. Pairs already
     complete are skipped; exit status 1 when a pair failed.
+
+    Example: msnewlesions batch pairs.csv results/ --jobs 2
     """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.cohort import batch as run_batch

@@ -52,6 +52,8 @@ def dataset(
 
     Writes OUT/DatasetNNN_MSNewLesions/ with imagesTr/<case>_0000 (baseline) and _0001
     (follow-up), labelsTr/, dataset.json and splits_final.json. Cases already written are skipped.
+
+    Example: msnewlesions dataset --layout msseg2 --input msseg2_training --out raw/ --id 501
     """
     configure_logging(verbose, quiet)
     from msnewlesions.model.datasets import DatasetOptions, build_dataset
@@ -127,6 +129,8 @@ def synthesize(
     no longer independent of training: score such a model on other real pairs. With --real-pair
     PATIENT only that patient's pair joins: score the model on the other. Resumes where it
     stopped.
+
+    Example: msnewlesions synthesize --open-ms-data open_ms_data --out raw/ --pairs 8
     """
     configure_logging(verbose, quiet)
     from msnewlesions.model.synthesis import SyntheticDatasetPlan, synthesize_dataset
@@ -291,7 +295,10 @@ def model_export(
         bool, typer.Option("--keep-optimizer", help="Keep the optimizer state (to resume).")
     ] = False,
 ) -> None:
-    """Zip a model in nnU-Net's export layout (checkpoints without optimizer state)."""
+    """Zip a model in nnU-Net's export layout (checkpoints without optimizer state).
+
+    Example: msnewlesions model export --model my-model --out my-model.zip
+    """
     from msnewlesions.model import nnunet
 
     nnunet.export_model(model, out, strip_optimizer=not keep_optimizer)
@@ -303,7 +310,10 @@ def model_import(
     zip_file: Annotated[Path, typer.Option("--zip", help="Model zip (ours or nnU-Net's).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to unpack the model into.")],
 ) -> None:
-    """Unpack a model zip; prints the model folder to pass to --model."""
+    """Unpack a model zip; prints the model folder to pass to --model.
+
+    Example: msnewlesions model import --zip my-model.zip --out models/
+    """
     from msnewlesions.model import nnunet
 
     typer.echo(str(nnunet.import_model(zip_file, out)))

@@ -56,6 +56,8 @@ def preprocess(
 
     Writes baseline_mni.nii.gz, followup_mni.nii.gz, brainmask_mni.nii.gz, baseline_to_mni.tfm,
     followup_to_mni.tfm (ITK files mapping MNI points to each native image) and qc.json.
+
+    Example: msnewlesions preprocess --baseline visit1.nii.gz --followup visit2.nii.gz --out pre/
     """
     configure_logging(verbose, quiet)
     from msnewlesions.preprocessing.pipeline import PreprocessOptions, preprocess_files
@@ -112,6 +114,8 @@ def evaluate(
     Writes {"cases": [...], "summary": {...}} to --out and a box plot beside it (same name, .png).
     A case without any new lesion scores Dice and recall 1 when nothing is predicted, else 0; its
     lesion-wise ratios are null and its false positives are counted.
+
+    Example: msnewlesions evaluate --pred result/new_lesions.nii.gz --ref truth.nii.gz --out m.json
     """
     configure_logging(verbose, quiet)
     from msnewlesions.evaluation import evaluate_files, format_table
@@ -195,6 +199,9 @@ def segment(
 
     --out DIR writes new_lesions.nii.gz (on the follow-up's grid), new_lesions_mni.nii.gz,
     lesions.csv, summary.json and report.html; -t1 B -t2 F -o mask.nii.gz writes just the mask.
+    When the follow-up is a DICOM series, also new_lesions.seg.dcm and new_lesions.sr.dcm.
+
+    Example: msnewlesions segment --baseline visit1.nii.gz --followup visit2.nii.gz --out result/
     """
     configure_logging(verbose, quiet)
     from msnewlesions.commands.segment import segment_files
