@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_output
 
-.PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps dicom-deps
+.PHONY: install test test-all lint format demo benchmark clean container container-deps browser-deps dicom-deps docs
 
 # A new environment takes about 7 GB (torch's CUDA build, which also runs on the CPU): say so in one
 # sentence before pip runs out of space half-way.
@@ -55,6 +55,10 @@ demo: $(INSTALLED)
 		--ref $(DEMO)/example/true_new_lesions.nii.gz \
 		--out $(DEMO)/evaluation.json
 	@echo "Report to review: $(DEMO)/segment/report.html (true lesions: $(DEMO)/example/true_new_lesions.nii.gz)"
+
+# The documentation site into site/ (open site/index.html), warnings as errors, offline.
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 benchmark: $(INSTALLED)
 	$(BIN)/python benchmarks/preprocess_open_ms_data.py
