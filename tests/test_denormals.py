@@ -104,6 +104,7 @@ def test_the_new_lesion_network_runs_with_subnormals_flushed() -> None:
     predictor = NewLesionPredictor.__new__(NewLesionPredictor)  # the network pass alone
     predictor._predictor = FakeNnunetPredictor()
     predictor.precision = "float32"
+    predictor.engine = "torch"
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
     followup = np.zeros((4, 5, 6), np.float32)
     followup[1, 2, 3] = 1.0
