@@ -34,7 +34,7 @@ format: $(INSTALLED)
 # pools would otherwise contend for the cores), a module's tests in one worker so that its
 # fixtures are built once.
 PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 test: $(INSTALLED) lint
 	$(PYTEST)
