@@ -85,6 +85,6 @@ def test_the_pages_open_in_headless_chromium(site: Path, tmp_path: Path) -> None
         assert loaded.console_errors == [], (page.name, loaded.console_errors)
     dom = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--dump-dom", (site / "index.html").as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True, encoding="utf-8", errors="replace", timeout=120, check=True,
     ).stdout  # fmt: skip
     assert re.search(r"<h1[^>]*>Getting started", dom)
