@@ -26,8 +26,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -257,14 +256,3 @@ def engine_network(compiled: list[tuple[Mapping[str, Any], CompiledNetwork]]) ->
     """A :class:`torch.nn.Module` that runs the compiled folds; ``compiled`` pairs each fold's
     state dict (the very object the caller will load) with its compiled network."""
     return _engine_module_class()(compiled)
-
-
-@contextmanager
-def network_replaced(owner: Any, attribute: str, replacement: Any) -> Iterator[None]:
-    """Within the block ``owner.attribute`` is ``replacement``; it is given back at exit."""
-    original = getattr(owner, attribute)
-    setattr(owner, attribute, replacement)
-    try:
-        yield
-    finally:
-        setattr(owner, attribute, original)

@@ -286,14 +286,12 @@ def preprocess_pair(
     qc.brain_mask_source = brain.source
     qc.head_correlation_in_template_brain = round(head_correlation, 4)
     qc.nonzero_inside_template_brain = {k: round(v, 4) for k, v in brain.inside_template.items()}
+    engine = resolve_engine(options.engine, options.device)
     qc.options = {
         "skull_stripped": options.skull_stripped,
         "skullstrip_mode": options.skullstrip_mode,
-        "precision": engine_precision(
-            resolve_engine(options.engine, options.device),
-            resolve_precision(options.precision, options.device),
-        ),
-        "engine": resolve_engine(options.engine, options.device),
+        "precision": engine_precision(engine, resolve_precision(options.precision, options.device)),
+        "engine": engine,
         "interpolation": options.interpolation,
         "crop_margin_mm": options.crop_margin_mm,
     }
