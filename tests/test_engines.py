@@ -3,6 +3,7 @@ under their digest, and a clear refusal where an engine cannot run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,35 @@ def test_the_shipped_model_through_openvino_matches_pytorch() -> None:
         probabilities[engine] = predictor.probability(*pair).array
     np.testing.assert_allclose(probabilities["openvino"], probabilities["torch"], atol=1e-3)
     assert probabilities["torch"].max() > 0.01  # not two empty maps
+
+
+def test_openvino_runs_without_its_telemetry_and_writes_nothing_in_the_home_folder(
+    tmp_path: Path,
+) -> None:
+    """``import openvino`` alone sends a usage event and writes a client ID under ~/intel; through
+    the engine, a window is computed and the home folder stays empty (a fresh process: this one
+    may have imported OpenVINO already)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    script = (
+        "import sys, torch\n"
+        "from msnewlesions.engines import compile_network\n"
+        "net = torch.nn.Conv3d(2, 1, 3, padding=1)\n"
+        "x = torch.ones(1, 2, 8, 8, 8)\n"
+        "run = compile_network(net, net.state_dict(), x, 'openvino', 'float32', 'probe')\n"
+        "assert run(x.numpy()).shape == (1, 1, 8, 8, 8)\n"
+        "import openvino.tools.ovc.telemetry_utils as used\n"
+        "print(used.tm.__name__, 'openvino_telemetry' in sys.modules)\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = os.environ | {"HOME": str(home), "MSNEWLESIONS_ENGINE_CACHE": str(tmp_path / "c")}
+    environment.pop("XDG_CACHE_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
+    assert list(home.iterdir()) == []

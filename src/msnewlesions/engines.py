@@ -16,6 +16,9 @@ AVX2 and no AVX-512, PyTorch float32 (oneDNN convolutions) 0.22 s, ONNX Runtime 
 bfloat16, ONNX Runtime 0.29 s (float32 only), OpenVINO 0.14 s in float32 and 0.075 s in
 bfloat16. OpenVINO runs the precision :mod:`msnewlesions.precision` resolves (its bfloat16 where
 the CPU has it); ONNX Runtime runs float32 whatever the precision.
+
+Nothing here reaches the network: OpenVINO is imported without its usage telemetry
+(:func:`import_openvino`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import hashlib
 import importlib.util
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -73,6 +78,29 @@ def resolve_engine(engine: str, device: str = "cpu") -> Literal["torch", "onnxru
             "(or use --engine auto)."
         )
     return engine  # type: ignore[return-value]
+
+
+def import_openvino() -> ModuleType:
+    """``openvino``, imported without its usage telemetry.
+
+    ``import openvino`` imports its model converter, which sends an "import" event to Google
+    Analytics (package ``openvino_telemetry``) unless the user has opted out (a consent file in
+    the home folder); it also writes a client ID under ``~/intel``. This tool makes no network
+    call at run time and writes nothing outside its outputs and caches: while OpenVINO is first
+    imported, ``openvino_telemetry`` cannot be, so the converter takes its own no-op stand-in.
+    Where the process imported either package before, they are left as they are.
+    """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = "openvino_telemetry" not in sys.modules
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        import openvino
+    finally:
+        if blocked:
+            del sys.modules["openvino_telemetry"]
+    return openvino
 
 
 def cache_folder() -> Path:
@@ -152,9 +180,7 @@ class CompiledNetwork:
         self.engine = engine
         self.precision = engine_precision(engine, precision)
         if engine == "openvino":
-            import openvino
-
-            core = openvino.Core()
+            core = import_openvino().Core()
             model = core.read_model(str(graph))
             settings = {
                 "INFERENCE_NUM_THREADS": threads,
