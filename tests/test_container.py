@@ -1,4 +1,5 @@
-"""The container: built with ``make container``, run offline, read-only and not as root.
+"""The container: built with ``make container``, run offline, read-only and not as root, with
+the shipped model and with a model folder that ``finetune`` wrote.
 
 Slow (the first build installs torch and nnU-Net into the image: several minutes; a code change
 rebuilds one small layer). Skips without podman or docker (``make container-deps``).
@@ -6,9 +7,11 @@ rebuilds one small layer). Skips without podman or docker (``make container-deps
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +154,61 @@ def test_a_failing_input_gives_the_hosts_one_line_error_and_writes_nothing(
     host_error = capsys.readouterr().err.strip()
     assert host_code == done.returncode
     assert host_error == lines[0]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder written by ``finetune`` on the host: two example pairs (two patients), one
+    epoch of two iterations per training (a few CPU minutes)."""
+    root = tmp_path_factory.mktemp("finetuned")
+    rows = ["id,baseline,followup,new_lesions"]
+    for seed in (4, 5):
+        pair = write_example_pair(root / f"example{seed}", seed=seed)
+        rows.append(f"p{seed},{pair['baseline']},{pair['followup']},{pair['true_new_lesions']}")
+    (root / "reviewed.csv").write_text("\n".join(rows) + "\n")
+    model = root / "model"
+    command = [sys.executable, "-m", "msnewlesions.cli", "finetune", str(root / "reviewed.csv"),
+               str(model), "--epochs", "1", "--iterations", "2", "--synthetic-pairs", "1",
+               "-q"]  # fmt: skip
+    subprocess.run(command, check=True, timeout=1800)
+    for path in [model, *model.rglob("*")]:  # the container's user reads it
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return model
+
+
+def test_a_finetuned_model_folder_runs_in_the_container_as_on_the_host(
+    engine: list[str], pair: Path, finetuned: Path, tmp_path: Path
+) -> None:
+    """A folder ``finetune`` wrote, mounted read-only: the container exports its graphs into a
+    cache it cannot keep (the image is read-only) and gives the host's mask and operating point."""
+    from msnewlesions.cli import main
+
+    host = tmp_path / "host"
+    argv = ["segment", "--model", str(finetuned), "--baseline", str(pair / "baseline.nii.gz"),
+            "--followup", str(pair / "followup.nii.gz"), "--out", str(host), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    out = _writable_output(tmp_path)
+    done = _run(
+        [*engine, "-v", f"{finetuned}:/model:ro"],
+        pair,
+        out,
+        "segment",
+        "--model",
+        "/model",
+        "--baseline",
+        "/data/baseline.nii.gz",
+        "--followup",
+        "/data/followup.nii.gz",
+        "--out",
+        "/out/result",
+        "-q",
+    )
+    assert done.returncode == 0, done.stderr
+    inside = json.loads((out / "result" / "summary.json").read_text())
+    outside = json.loads((host / "summary.json").read_text())
+    record = json.loads((finetuned / "finetune.json").read_text())
+    assert inside["threshold"] == outside["threshold"] == record["postprocessing"]["threshold"]
+    assert inside["new_lesion_count"] == outside["new_lesion_count"]
+    mask_inside = read_volume(out / "result" / "new_lesions.nii.gz").array > 0
+    mask_outside = read_volume(host / "new_lesions.nii.gz").array > 0
+    assert mask_inside.sum() == mask_outside.sum() == 0 or dice(mask_inside, mask_outside) >= 0.99
