@@ -162,7 +162,13 @@ def exported_graph(
         logger.info("exporting a network for the CPU engines into %s (once)", path)
         return export(path), False
     except OSError as error:
-        logger.warning("cannot write %s (%s); exporting for this run only", folder, error)
+        logger.warning(
+            "cannot write %s (%s): this network's graph is exported for this run only (about a "
+            "second); %s=FOLDER names a writable cache that keeps it",
+            folder,
+            error,
+            CACHE_VARIABLE,
+        )
     temporary = Path(tempfile.mkdtemp(prefix="msnewlesions-engine-")) / path.name
     return export(temporary), True
 
