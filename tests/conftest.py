@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from msnewlesions.commands.predict import predict_files
 from msnewlesions.example import write_example_bids
@@ -57,11 +58,16 @@ class PreprocessOnce:
     on the real pipeline). Tests whose subject is what comes after it (building a dataset,
     segment's slice matching, network, mapping back, writing) patch this in where their code
     calls ``preprocess_pair``: the first call on two scans runs the real pipeline, a later call
-    on the same scans with the same options gets a deep copy of that result. About 25 s each.
+    on the same scans with the same options gets a copy of that result. About 25-45 s each.
+
+    ``folder`` holds the results (pickled, each under a lock) so that the test processes of one
+    session (pytest-xdist's workers) share them: whichever asks first computes, the others wait
+    for it and read.
     """
 
-    def __init__(self) -> None:
-        self.results: dict[str, Any] = {}
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.results: dict[str, bytes] = {}
 
     @staticmethod
     def key(baseline: Volume, followup: Volume, options: object) -> str:
@@ -75,13 +81,24 @@ class PreprocessOnce:
         options = options or PreprocessOptions()
         key = self.key(baseline, followup, options)
         if key not in self.results:
-            self.results[key] = preprocess_pair(baseline, followup, options)
-        return copy.deepcopy(self.results[key])
+            self.folder.mkdir(parents=True, exist_ok=True)
+            stored = self.folder / f"{key}.pickle"
+            with FileLock(str(stored) + ".lock"):
+                if not stored.exists():
+                    result = pickle.dumps(preprocess_pair(baseline, followup, options))
+                    partial = stored.with_suffix(".partial")
+                    partial.write_bytes(result)
+                    partial.replace(stored)
+                self.results[key] = stored.read_bytes()
+        return pickle.loads(self.results[key])
 
 
 @pytest.fixture(scope="session")
-def preprocess_once() -> PreprocessOnce:
-    return PreprocessOnce()
+def preprocess_once(tmp_path_factory: pytest.TempPathFactory) -> PreprocessOnce:
+    # Under pytest-xdist each worker has its own base folder; their parent is the session's.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return PreprocessOnce(shared / "preprocess_once")
 
 
 @pytest.fixture(scope="module")

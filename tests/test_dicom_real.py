@@ -18,7 +18,13 @@ from msnewlesions.validation import open_ms_pairs
 from tests.dicom_series import write_dicom_series
 from tests.test_dicom_seg import _dciodvfy_errors, _frames_by_position, _numbers
 
-pytestmark = [pytest.mark.real_data, pytest.mark.usefixtures("segment_preprocesses_once")]
+# Slow: a second full run of a real pair (test_segment_real.py runs one), through DICOM; the
+# default run keeps the example pair through the same DICOM path (test_dicom_seg.py).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.real_data,
+    pytest.mark.usefixtures("segment_preprocesses_once"),
+]
 
 
 def test_a_real_dicom_follow_up_gets_a_seg_equal_to_its_mask(
