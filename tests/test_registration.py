@@ -129,6 +129,7 @@ def test_a_mask_maps_from_mni_back_onto_the_right_native_voxels() -> None:
     assert not labelled[surely_out].any()
 
 
+@pytest.mark.slow  # the refinement's test below shows the same on the same function
 def test_registration_is_repeatable_run_to_run() -> None:
     """The same two scans give the very same transform every time (ITK's threads would otherwise
     add the metric's partial sums in a varying order), and ITK's thread setting is left as found."""
