@@ -449,6 +449,7 @@ def test_resuming_continues_from_the_furthest_trained_checkpoint(
     assert nnunet.resume_checkpoint(tmp_path) == tmp_path / "checkpoint_final.pth"
 
 
+@pytest.mark.slow  # a network the shipped model does not use (test_networks.py tests it)
 def test_the_trainer_trains_from_a_concatenation_model_and_predicts(
     chain: dict, tmp_path: Path
 ) -> None:

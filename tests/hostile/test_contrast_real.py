@@ -1,8 +1,8 @@
 """The real T1- and T2-weighted scans of open_ms_data given as a FLAIR, as either visit: refused
 by the preprocessing's first steps (about 12 s each), in one line naming the visit and the
-weighting it looks like; every real FLAIR still reads as one, without a warning. One case of
-each weighting runs by default (through ``segment`` and ``preprocess``); every other scan, and
-``bids`` and ``batch``, with the slow tests."""
+weighting it looks like; every real FLAIR still reads as one, without a warning. A T2-weighted
+baseline runs by default (through ``preprocess``; test_scans.py refuses a T1-weighted scan there);
+every other scan, and ``segment``, ``bids`` and ``batch``, with the slow tests."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _flair_of(raw: Path, patient: str, scan: str) -> Path:
     return same if same.exists() else next(sorted((raw / patient).glob("study*_FLAIR.nii.gz")))
 
 
+@pytest.mark.slow  # test_scans.py refuses a T1-weighted scan by the same rule, faster
 def test_a_t1_weighted_follow_up_is_refused_by_segment(
     open_ms_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
