@@ -10,27 +10,14 @@
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 from typing import Any
 
 from mkdocs.structure.files import File, Files
 
+from msnewlesions.cli import command_paths
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli_commands() -> list[list[str]]:
-    """Every command of the ``msnewlesions`` command line, as its words: ``["model", "export"]``."""
-    import typer.main
-
-    from msnewlesions.cli import app
-
-    def walk(command: Any, path: list[str]) -> list[list[str]]:
-        if hasattr(command, "commands"):  # a group
-            return [c for name, sub in command.commands.items() for c in walk(sub, [*path, name])]
-        return [path]
-
-    return walk(typer.main.get_command(app), [])
 
 
 def page_name(command: list[str]) -> str:
@@ -42,7 +29,6 @@ def _help(command: list[str]) -> str:
 
     from msnewlesions.cli import app
 
-    os.environ["COLUMNS"] = "100"
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"})
     return "\n".join(line.rstrip() for line in result.output.splitlines()).strip("\n")
 
@@ -64,7 +50,7 @@ def _benchmarks() -> str:
 
 def on_config(config: Any) -> Any:
     """The command pages go under "Commands" in the navigation, after its index."""
-    pages = [f"commands/{page_name(command)}.md" for command in cli_commands()]
+    pages = [f"commands/{page_name(command)}.md" for command in command_paths()]
     for index, entry in enumerate(config["nav"]):
         if isinstance(entry, dict) and entry.get("Commands") == "commands/index.md":
             config["nav"][index] = {"Commands": ["commands/index.md", *pages]}
@@ -72,7 +58,7 @@ def on_config(config: Any) -> Any:
 
 
 def on_files(files: Files, config: Any) -> Files:
-    commands = cli_commands()
+    commands = command_paths()
     index = ["# Commands", "", "Every command, with its options and an example (`--help`).", ""]
     for command in commands:
         words = " ".join(command)

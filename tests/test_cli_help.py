@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -44,30 +43,15 @@ def test_help_shows_the_defaults_its_options_state(
         assert default in text
 
 
-def _commands() -> list[list[str]]:
-    import typer.main
-
-    from msnewlesions.cli import app
-
-    def walk(command: Any, path: list[str]) -> list[list[str]]:
-        if hasattr(command, "commands"):  # a group
-            return [
-                found
-                for name, sub in command.commands.items()
-                for found in walk(sub, [*path, name])
-            ]
-        return [path]
-
-    return walk(typer.main.get_command(app), [])
-
-
 def test_every_command_has_whole_sentences_and_an_example(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each command's --help: a description whose paragraphs end as sentences do, and one
     example line that starts with the program's name."""
     monkeypatch.setenv("COLUMNS", "300")
-    commands = _commands()
+    from msnewlesions.cli import command_paths
+
+    commands = command_paths()
     assert len(commands) >= 15
     for command in commands:
         code, out, _ = run_cli([*command, "--help"], capsys)

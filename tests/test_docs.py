@@ -43,12 +43,14 @@ class _Links(HTMLParser):
 
 
 def test_every_command_has_a_page_with_its_example(site: Path) -> None:
+    from msnewlesions.cli import command_paths
+
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from mkdocs_hooks import cli_commands, page_name
+        from mkdocs_hooks import page_name
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    commands = cli_commands()
+    commands = command_paths()
     assert ["segment"] in commands and ["model", "prepare"] in commands
     for command in commands:
         page = (site / "commands" / f"{page_name(command)}.html").read_text(encoding="utf-8")

@@ -56,6 +56,20 @@ def _interrupt_on_sigterm() -> None:
 INTERRUPTED = "error: interrupted; no output was written (an existing output is left as it was)."
 
 
+def command_paths() -> list[list[str]]:
+    """Every command of the command line, as its words: ``[["segment"], ["model", "export"], ...]``
+    (what the documentation gives a page each and the help tests walk)."""
+    import typer.main
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        subcommands = getattr(command, "commands", None)  # a group
+        if subcommands is None:
+            return [path]
+        return [found for name, sub in subcommands.items() for found in walk(sub, [*path, name])]
+
+    return walk(typer.main.get_command(app), [])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     _interrupt_on_sigterm()
