@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,17 +159,11 @@ def test_a_failing_input_gives_the_hosts_one_line_error_and_writes_nothing(
 def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder written by ``finetune`` on the host: two example pairs (two patients), one
     epoch of two iterations per training (a few CPU minutes)."""
+    from tests.test_finetune import short_finetune_command
+
     root = tmp_path_factory.mktemp("finetuned")
-    rows = ["id,baseline,followup,new_lesions"]
-    for seed in (4, 5):
-        pair = write_example_pair(root / f"example{seed}", seed=seed)
-        rows.append(f"p{seed},{pair['baseline']},{pair['followup']},{pair['true_new_lesions']}")
-    (root / "reviewed.csv").write_text("\n".join(rows) + "\n")
+    subprocess.run(short_finetune_command(root), check=True, timeout=1800)
     model = root / "model"
-    command = [sys.executable, "-m", "msnewlesions.cli", "finetune", str(root / "reviewed.csv"),
-               str(model), "--epochs", "1", "--iterations", "2", "--synthetic-pairs", "1",
-               "-q"]  # fmt: skip
-    subprocess.run(command, check=True, timeout=1800)
     for path in [model, *model.rglob("*")]:  # the container's user reads it
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     return model

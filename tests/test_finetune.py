@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from msnewlesions.errors import MSNewLesionsError
+from msnewlesions.example import write_example_pair
 from msnewlesions.finetuning.folds import HELD_OUT_SPLIT_FROM, ellipsoid_shapes, plan_folds
 from msnewlesions.finetuning.references import read_reviewed_pairs
 from msnewlesions.io import Volume, write_volume
@@ -134,6 +135,20 @@ def test_the_operating_point_is_the_best_pooled_f1_and_the_base_setting_wins_nea
     assert empty.false_lesions_per_empty_case == 1 and empty.lesion_f1 is None
 
 
+def short_finetune_command(folder: Path) -> list[str]:
+    """``finetune`` on two example pairs (two patients, seeds 4 and 5, their true new lesions as
+    the reviewed masks) into ``folder/model``, one epoch of two iterations per training."""
+    rows = ["id,baseline,followup,new_lesions"]
+    for seed in (4, 5):
+        pair = write_example_pair(folder / f"example{seed}", seed=seed)
+        rows.append(f"p{seed},{pair['baseline']},{pair['followup']},{pair['true_new_lesions']}")
+    manifest = folder / "reviewed.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return [sys.executable, "-m", "msnewlesions.cli", "finetune", str(manifest),
+            str(folder / "model"), "--epochs", "1", "--iterations", "2", "--synthetic-pairs", "1",
+            "-q"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_finetune_on_two_example_pairs_survives_sigkill_and_its_model_segments(
     tmp_path: Path,
@@ -141,17 +156,8 @@ def test_finetune_on_two_example_pairs_survives_sigkill_and_its_model_segments(
     """Two example pairs (two patients), one epoch of two iterations per training: killed with
     SIGKILL during its first training, run again, it goes on and writes a model folder that
     segment takes (about 6 CPU minutes)."""
-    from msnewlesions.example import write_example_pair
-
-    rows = ["id,baseline,followup,new_lesions"]
-    for seed in (4, 5):
-        pair = write_example_pair(tmp_path / f"example{seed}", seed=seed)
-        rows.append(f"p{seed},{pair['baseline']},{pair['followup']},{pair['true_new_lesions']}")
-    manifest = tmp_path / "reviewed.csv"
-    manifest.write_text("\n".join(rows) + "\n")
+    command = short_finetune_command(tmp_path)
     model = tmp_path / "model"
-    command = [sys.executable, "-m", "msnewlesions.cli", "finetune", str(manifest), str(model),
-               "--epochs", "1", "--iterations", "2", "--synthetic-pairs", "1", "-q"]  # fmt: skip
     process = subprocess.Popen(command, start_new_session=True)
     work = tmp_path / "model.work"
     deadline = time.monotonic() + 900
