@@ -49,10 +49,10 @@ def segmented_example(
     from msnewlesions.preprocessing import model_inputs
 
     root = tmp_path_factory.mktemp("default_model")
-    # The real pipeline, once per session for this pair (test_preprocess_cli.py's too).
+    # The real pipeline, once per session for this pair (test_segment.py's and others' too).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model_inputs, "preprocess_pair", preprocess_once)
-        example = write_example_pair(root / "example")
+        example = write_example_pair(root / "example", seed=4)
         out = root / "segment"
         argv = ["segment", "--baseline", example["baseline"], "--followup", example["followup"]]
         assert main([*argv, "--out", str(out), "-q"]) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,38 @@ from msnewlesions.dicom_seg import SEG_FILE, read_series_datasets, write_seg
 from msnewlesions.dicom_sr import SR_FILE
 from msnewlesions.example import write_example_pair
 from msnewlesions.io import Volume, read_volume
+from tests.conftest import PreprocessOnce
 from tests.dicom_series import write_dicom_series
 from tests.fakes import CubesPredictor
 from tests.test_segment import CUBES
 
 pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _the_dicom_follow_up_is_preprocessed_as_its_nifti(
+    segment_preprocesses_once: None,
+    preprocess_once: PreprocessOnce,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """The follow-up series here is the seed-4 example's NIfTI follow-up as int16 slices: its
+    grid, its image up to a scale. ``segment`` gets the NIfTI pair's preprocessing for it (run
+    once per session, test_segment.py's): the subject here is what segment writes for a DICOM
+    follow-up; test_dicom_real.py (slow) preprocesses a real series."""
+    from msnewlesions.preprocessing import model_inputs
+
+    nifti = read_volume(write_example_pair(tmp_path_factory.mktemp("nifti"), seed=4)["followup"])
+    sample = nifti.array.ravel()[::97]
+
+    def preprocess(baseline: Volume, followup: Volume, options: Any = None) -> Any:
+        if followup.same_grid(nifti):
+            assert np.corrcoef(followup.array.ravel()[::97], sample)[0, 1] > 0.9999
+            followup = nifti
+        return preprocess_once(baseline, followup, options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_inputs, "preprocess_pair", preprocess)
+        yield
 
 
 def _frames_by_position(seg_path: Path, series: Path) -> np.ndarray:
