@@ -47,12 +47,13 @@ FLAGS = [
 def open_page(
     page: Path, profile: Path, fragment: str = "", screenshot: Path | None = None
 ) -> Loaded:
-    """Load ``page`` (with ``#fragment``), let its scripts run, and return what it shows."""
-    browser = chromium()
+    """Load ``page`` (with ``#fragment``), let its scripts run, and return what it shows: the
+    DOM and the screenshot come from the same load."""
     url = page.as_uri() + (f"#{fragment}" if fragment else "")
-    common = [*FLAGS, f"--user-data-dir={profile}"]
+    shot = [f"--screenshot={screenshot}"] if screenshot is not None else []
     dumped = subprocess.run(
-        [browser, *common, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        [chromium(), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         *shot, "--dump-dom", url],
         capture_output=True, encoding="utf-8", errors="replace", timeout=300, check=True,
     )  # fmt: skip
     match = re.search(r"<body([^>]*)>", dumped.stdout)
@@ -62,11 +63,6 @@ def open_page(
         line for line in dumped.stderr.splitlines()
         if re.search(r":(ERROR|WARNING):CONSOLE", line)
     ]  # fmt: skip
-    if screenshot is not None:
-        subprocess.run(
-            [browser, *common, f"--screenshot={screenshot}", url],
-            capture_output=True, timeout=300, check=True,
-        )  # fmt: skip
     return Loaded(body, errors, screenshot)
 
 
@@ -114,6 +110,8 @@ class DevToolsPage:
         )  # fmt: skip
         self._loop = IOLoop(make_current=False)
         self._counter = 0
+        #: The protocol's events (messages that answer no call), in order, as they were read.
+        self.events: list[dict] = []
         for _ in range(300):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1)
@@ -147,6 +145,8 @@ class DevToolsPage:
                 message = json.loads(await self._socket.read_message())
                 if message.get("id") == number:
                     return message
+                if "id" not in message:
+                    self.events.append(message)
 
         return self._loop.run_sync(exchange, timeout=120)
 
@@ -164,6 +164,21 @@ class DevToolsPage:
                 return value
             time.sleep(0.1)
         raise AssertionError(f"{expression} stayed false for {seconds} s")
+
+    def console_problems(self) -> list[str]:
+        """The errors and warnings among :attr:`events` (with ``Runtime.enable`` and
+        ``Log.enable`` called): console messages, uncaught exceptions, failed loads."""
+        problems = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "warning"):
+                problems.append(" ".join(str(a.get("value", "")) for a in params["args"]))
+            elif method == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                problems.append(details.get("exception", {}).get("description") or details["text"])
+            elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+                problems.append(params["entry"]["text"])
+        return problems
 
     def centre_of(self, element_id: str) -> tuple[float, float]:
         import json
