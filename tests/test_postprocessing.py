@@ -13,6 +13,7 @@ from msnewlesions.io import Volume
 from msnewlesions.lesions import (
     PostprocessingSettings,
     label_lesions,
+    label_maxima,
     lesion_depths_mm,
     model_postprocessing,
     write_model_postprocessing,
@@ -158,3 +159,12 @@ def test_a_broken_settings_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "postprocessing.json").write_text('{"threshold": "high"}')
     with pytest.raises(MSNewLesionsError, match="not a valid post-processing file"):
         model_postprocessing(tmp_path)
+
+
+def test_each_label_gets_the_largest_value_inside_it_and_an_absent_one_zero() -> None:
+    values = np.arange(24, dtype=float).reshape(2, 3, 4)  # value = 12 i + 4 j + k
+    labels = np.zeros((2, 3, 4), np.int32)
+    labels[0, 0, :2] = 1  # values 0, 1
+    labels[1, 2, 3] = 1  # 23: the same label, far from the first voxels
+    labels[0, 1, 1] = 3  # 5 (label 2 has no voxel)
+    np.testing.assert_array_equal(label_maxima(values, labels, 3), [23.0, 0.0, 5.0])

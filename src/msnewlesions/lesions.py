@@ -76,6 +76,19 @@ def label_lesions(
     return renumber[labels], len(kept)
 
 
+def label_maxima(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """The largest of ``values`` over each label 1..``count`` of ``labels`` (0 for an absent one).
+
+    Each label is read in its own bounding box: scipy's ``ndimage.maximum`` sorts every voxel of
+    the volume (1.6 s for a lesion table here, for a few small lesions).
+    """
+    peaks = np.zeros(count)
+    for index, box in enumerate(ndimage.find_objects(labels, max_label=count)):
+        if box is not None:
+            peaks[index] = values[box][labels[box] == index + 1].max()
+    return peaks
+
+
 def lesion_depths_mm(
     labels: np.ndarray,
     count: int,
@@ -96,7 +109,7 @@ def lesion_depths_mm(
     if up_to_mm is None:
         padded = np.pad(inside, 1)  # the array's border is outside the brain
         depth = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
-        return np.asarray(ndimage.maximum(depth, labels, index=np.arange(1, count + 1)), float)
+        return label_maxima(depth, labels, count)
     grow = [int(np.ceil(up_to_mm / s)) + 1 for s in spacing]
     depths = np.zeros(count)
     for index, box in enumerate(ndimage.find_objects(labels, max_label=count)):

@@ -20,7 +20,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from msnewlesions.io import Volume
-from msnewlesions.lesions import MIN_LESION_MM3, drop_shallow_lesions, label_lesions
+from msnewlesions.lesions import (
+    MIN_LESION_MM3,
+    drop_shallow_lesions,
+    label_lesions,
+    label_maxima,
+)
 from msnewlesions.location import lesion_locations
 from msnewlesions.preprocessing import registration
 
@@ -120,7 +125,7 @@ def lesion_table(
     centres = np.array(ndimage.center_of_mass(np.ones(labels_mni.shape), labels_mni.array, index))
     centres_mni = labels_mni.index_to_world(centres.reshape(-1, 3))
     centres_native = registration.transform_points_ras(followup_to_mni, centres_mni)
-    peaks = ndimage.maximum(probability.array, labels_mni.array, index)
+    peaks = label_maxima(probability.array, labels_mni.array, count)
     locations = lesion_locations(labels_mni)
     return [
         Lesion(
@@ -130,7 +135,7 @@ def lesion_table(
             voxels_native=int(native_voxels[i]),
             centroid_mni_mm=_point(centres_mni[i]),
             centroid_native_mm=_point(centres_native[i]),
-            max_probability=float(np.atleast_1d(peaks)[i]),
+            max_probability=float(peaks[i]),
             location=locations[int(label)],
         )
         for i, label in enumerate(index)
