@@ -178,7 +178,7 @@ def chain(
 
     preprocessed, results = root / "preprocessed", root / "results"
     nnunet.plan_and_preprocess(raw, preprocessed, 502)
-    short = {"iterations_per_epoch": 2, "validation_iterations": 1}
+    short = {"iterations_per_epoch": 1, "validation_iterations": 1}
     quick = {"validate": False, "data_workers": 0}
     # The last epoch of each run at the learning rate / 5; the resumed run must not divide again.
     first_schedule = TrainingSchedule(epochs=2, anneal_epochs=1, **short)

@@ -66,10 +66,10 @@ def test_a_checkpoint_saves_the_schedule_a_resume_restores(chain: dict) -> None:
 def test_resumed_training_continues_epochs_and_optimizer(chain: dict) -> None:
     first, second = chain["first"], chain["second"]
     assert first["current_epoch"] == 2 and second["current_epoch"] == 3
-    # Adam's step counter runs on: 2 epochs x 2 iterations, then one more epoch.
+    # Adam's step counter runs on: 2 epochs of one iteration, then one more epoch.
     first_step = float(first["optimizer_state"]["state"][0]["step"])
     second_step = float(second["optimizer_state"]["state"][0]["step"])
-    assert (first_step, second_step) == (4.0, 6.0)
+    assert (first_step, second_step) == (2.0, 3.0)
     assert second["lr_scheduler_state"]["last_epoch"] == 3
 
 
@@ -89,9 +89,9 @@ def test_a_resumed_run_continues_at_the_learning_rate_asked_for(chain: dict) -> 
     # Epochs 0-2 as before (0.01, then 0.002 after annealing); epoch 3 at the rate asked for.
     assert third["logging"]["lrs"] == pytest.approx([0.01, 0.002, 0.002, 0.0004])
     assert third["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.0004)
-    # The same optimizer goes on (Adam's steps 6 -> 8), and the rate is not part of the schedule
+    # The same optimizer goes on (Adam's steps 3 -> 4), and the rate is not part of the schedule
     # that later resumes re-apply: it lives in the checkpoint's optimizer state.
-    assert float(third["optimizer_state"]["state"][0]["step"]) == 8.0
+    assert float(third["optimizer_state"]["state"][0]["step"]) == 4.0
     schedule = third["msnewlesions_schedule"]
     assert "learning_rate" not in schedule and schedule["epochs"] == 4
 
@@ -119,7 +119,7 @@ def test_train_refuses_a_learning_rate_of_zero_before_touching_the_dataset(
 def test_a_new_run_starts_from_every_weight_it_is_given(chain: dict, tmp_path: Path) -> None:
     fold = train_from_chain(chain, tmp_path / "results")
     started = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    # A new run (epoch 0 -> 1) with a new optimizer (2 steps, not the source's 12)...
+    # A new run (epoch 0 -> 1 of 2 iterations) with a new optimizer (2 steps, not the source's 6)...
     assert started["current_epoch"] == 1
     assert float(started["optimizer_state"]["state"][0]["step"]) == 2.0
     # ...whose network is the given one, output layers included (nnU-Net's own pretrained-weights
