@@ -36,7 +36,7 @@ format: $(INSTALLED)
 
 # One worker per core (at most 4: each may hold a few GB), a module's tests in one worker so that
 # its fixtures are built once. The workers' thread pools are left as they are: measured on 2 cores
-# (2026-12-07), the default run took 562-587 s so, and 624 s with one thread per worker.
+# (2026-12-07), one thread per worker made the default run 6-10 % slower.
 PYTEST := $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 test: $(INSTALLED) lint
