@@ -24,18 +24,15 @@ from tests.dicom_series import write_dicom_series
 from tests.fakes import CubesPredictor
 from tests.test_segment import CUBES
 
-pytestmark = pytest.mark.usefixtures("segment_preprocesses_once")
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _the_dicom_follow_up_is_preprocessed_as_its_nifti(
-    segment_preprocesses_once: None,
-    preprocess_once: PreprocessOnce,
-    tmp_path_factory: pytest.TempPathFactory,
+    preprocess_once: PreprocessOnce, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """The follow-up series here is the seed-4 example's NIfTI follow-up as int16 slices: its
-    grid, its image up to a scale. ``segment`` gets the NIfTI pair's preprocessing for it (run
-    once per session, test_segment.py's): the subject here is what segment writes for a DICOM
+    """segment preprocesses each distinct pair once per session here (PreprocessOnce, as with
+    conftest's segment_preprocesses_once). The follow-up series is the seed-4 example's NIfTI
+    follow-up as int16 slices: its grid, its image up to a scale; segment gets the NIfTI pair's
+    preprocessing for it (test_segment.py's): the subject here is what segment writes for a DICOM
     follow-up; test_dicom_real.py (slow) preprocesses a real series."""
     from msnewlesions.preprocessing import model_inputs
 
